@@ -1,0 +1,8 @@
+"""Collect every run under results/ into tables and plots (filled in by the experiment-tooling
+issue)."""
+import sys
+
+if __name__ == "__main__":
+    print("analyze_results.py: not implemented yet (see the experiment-tooling issue); each run's "
+          "report is in results/<run-id>/report.xlsx and metrics.json", file=sys.stderr)
+    sys.exit(1)

@@ -1,0 +1,80 @@
+"""Extraction settings shared by the feature extractors, the feature store and `predict`.
+
+One frozen dataclass describes how audio becomes frames. It is saved beside every feature set
+(`config.json`) and every trained model, and its hash names the feature-set folder, so features
+made with different settings never mix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+FEATURE_TYPES = ("MFCC", "LogMel", "HuBERT")
+FUSION = "FUSION"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractionConfig:
+    """How one file's waveform turns into (frames, dims) arrays.
+
+    Defaults: 16 kHz, 25 ms Hann window (400 samples) zero-padded to a 512-point FFT, 20 ms hop
+    (320 samples), so every stream runs at 50 frames/s like HuBERT's output. TIM-Net's setting is
+    reachable with `timnet_config()`.
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 320
+    n_mels: int = 128
+    n_mfcc: int = 40
+    fmin: float = 0.0
+    fmax: float | None = None
+    top_db: float | None = 80.0
+    # Waveform conditioning (off by default; recorded so a model can refuse mismatched input).
+    trim_silence: bool = False
+    trim_top_db: float = 30.0
+    normalize: str = "none"  # none | peak | rms
+    # Fixed-length pad / centre-crop in samples (TIM-Net: EMODB 96000, RAVDESS 110000); 0 = off.
+    fixed_samples: int = 0
+    # HuBERT
+    hubert_path: str = "facebook/hubert-base-ls960"
+    hubert_layer: int = -1
+    hubert_chunk_seconds: float = 20.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ExtractionConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def feature_hash(self, feature: str) -> str:
+        """8-hex-digit hash of the settings that affect `feature` (names its folder)."""
+        return hashlib.sha1(
+            json.dumps(self.relevant_settings(feature), sort_keys=True).encode()
+        ).hexdigest()[:8]
+
+    def relevant_settings(self, feature: str) -> dict[str, Any]:
+        """The subset of settings that change the values of `feature`."""
+        common = ["sample_rate", "trim_silence", "trim_top_db", "normalize", "fixed_samples"]
+        spectral = ["n_fft", "win_length", "hop_length", "n_mels", "fmin", "fmax", "top_db"]
+        per_feature = {
+            "MFCC": common + spectral + ["n_mfcc"],
+            "LogMel": common + spectral,
+            "HuBERT": common + ["hubert_path", "hubert_layer", "hubert_chunk_seconds"],
+        }
+        if feature not in per_feature:
+            raise ValueError(f"unknown feature {feature!r}; expected one of {FEATURE_TYPES}")
+        values = self.to_dict()
+        return {"feature": feature, **{k: values[k] for k in per_feature[feature]}}
+
+
+def timnet_config(dataset: str) -> ExtractionConfig:
+    """TIM-Net's published front end: librosa defaults at 22.05 kHz, 39 MFCCs, fixed length."""
+    fixed = {"EMODB": 96000, "RAVDESS": 110000}.get(dataset.upper(), 0)
+    return ExtractionConfig(sample_rate=22050, n_fft=2048, win_length=2048, hop_length=512,
+                            n_mfcc=39, fixed_samples=fixed)

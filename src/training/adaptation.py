@@ -1,0 +1,407 @@
+"""Cross-corpus training with domain adaptation (`--mode train-lmmd`) and cross-corpus testing
+(`--mode test-cross-corpus`).
+
+Each training step takes a labelled source batch and an unlabelled target batch:
+    loss = CE(source) + lambda(p) * lmmd_weight * D(source embeddings, target embeddings)
+with lambda(p) = 2 / (1 + exp(-10 p)) - 1 over training progress p, and D one of
+LMMD (class-conditional, target weights from the model's own predictions), global MMD,
+a domain-adversarial loss through a gradient-reversal layer (DANN), or nothing (`none`).
+Target labels are never read in training; they are used only to report target accuracy and to
+keep the target files of the shared classes (the usual cross-corpus protocol).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import resource
+from pathlib import Path
+
+import numpy as np
+
+from src.data_processing.corpora import shared_labels
+from src.training.config import RunConfig
+from src.training.data import SERData, load_ser_data, make_dataset, normalisation_stats
+from src.training.evaluate import load_data_for_models, load_fold_model, load_saved_run
+from src.training.experiment import (ExperimentError, compile_model, make_folds,
+                                     model_config_from, predict_probs, prepare_run_dir,
+                                     seed_everything, validation_split, _epoch_timer)
+from src.utils import io
+
+log = logging.getLogger(__name__)
+
+OTHER_CORPUS = {"EMODB": "RAVDESS", "RAVDESS": "EMODB"}
+
+
+# ---------------------------------------------------------------------------- data
+def target_name(cfg: RunConfig) -> str:
+    target = cfg.target_data or OTHER_CORPUS.get(cfg.data, "")
+    if not target:
+        raise ExperimentError(f"--target_data is required when --data is {cfg.data}")
+    if target == cfg.data:
+        raise ExperimentError(f"--target_data {target} is the source corpus itself")
+    return target
+
+
+def _label_names(dataset: str, cfg: RunConfig) -> list[str]:
+    from src.data_processing.store import load_feature_set
+
+    stream = cfg.fusion_streams.split(",")[0] if cfg.feature_type == "FUSION" else cfg.feature_type
+    labels = load_feature_set(dataset, stream, features_root=cfg.features_root).metadata["label"]
+    return sorted(set(apply_label_map(labels.astype(str).tolist(), cfg.label_map)))
+
+
+def apply_label_map(labels: list[str], label_map: str) -> list[str]:
+    """Rename labels with a JSON file {"from": "to", ...} (used for both corpora)."""
+    if not label_map:
+        return labels
+    mapping = json.loads(Path(label_map).read_text())
+    return [mapping.get(label, label) for label in labels]
+
+
+def shared_class_names(cfg: RunConfig, target: str) -> list[str]:
+    """Labels of both corpora (or --label_set, which must lie inside them)."""
+    shared = shared_labels(_label_names(cfg.data, cfg), _label_names(target, cfg))
+    if cfg.label_set:
+        wanted = [s.strip() for s in cfg.label_set.split(",") if s.strip()]
+        missing = [w for w in wanted if w not in shared]
+        if missing:
+            raise ExperimentError(f"--label_set: {', '.join(missing)} not shared by {cfg.data} "
+                                  f"and {target} (shared: {', '.join(shared)})")
+        shared = wanted
+    if len(shared) < 2:
+        raise ExperimentError(f"{cfg.data} and {target} share {len(shared)} labels "
+                              f"({', '.join(shared) or 'none'}); cross-corpus training needs 2 "
+                              f"or more (see --label_map)")
+    return shared
+
+
+def load_domain(dataset: str, cfg: RunConfig, class_names: list[str],
+                feature_hashes: dict | None = None) -> SERData:
+    data = load_ser_data(dataset, cfg.feature_type, cfg.features_root, cfg.fusion_streams,
+                         class_names=None, feature_hashes=feature_hashes,
+                         max_frames=cfg.max_frames)
+    if cfg.label_map:
+        data.metadata["label"] = apply_label_map(data.metadata["label"].astype(str).tolist(),
+                                                 cfg.label_map)
+    keep = np.flatnonzero(data.metadata["label"].isin(class_names).to_numpy())
+    dropped = data.metadata["label"][~data.metadata["label"].isin(class_names)].value_counts()
+    if len(dropped):
+        print(f"{dataset}: dropped {int(dropped.sum())} files of non-shared classes "
+              f"({', '.join(f'{k} {v}' for k, v in dropped.items())})")
+    data = data.subset(keep)
+    index = {c: i for i, c in enumerate(class_names)}
+    data.labels = np.array([index[c] for c in data.metadata["label"]], dtype=np.int32)
+    data.class_names = list(class_names)
+    return data
+
+
+def standardise(data: SERData, stats: dict) -> SERData:
+    """Standardise every stream with `stats` ({stream: (mean, var)}), padding kept at zero."""
+    streams = {}
+    for name, array in data.streams.items():
+        mean, var = stats[name]
+        valid = (np.arange(array.shape[1])[None, :] < data.lengths[:, None])[..., None]
+        streams[name] = np.where(valid, (array - mean) / np.sqrt(var), 0.0).astype(np.float32)
+    data.streams = streams
+    return data
+
+
+# ---------------------------------------------------------------------------- training
+def build_adaptation_trainer(classifier, cfg: RunConfig, total_steps: int):
+    """A keras.Model whose train_step adds the domain loss; wraps (and trains) `classifier`."""
+    import keras
+    import tensorflow as tf
+
+    from src.models.domain import GradientReversal, build_domain_classifier
+    from src.models.lmmd_loss import adaptation_lambda, lmmd_loss, mmd_loss
+
+    class DomainAdaptationTrainer(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.classifier = classifier
+            self.embedder = keras.Model(classifier.inputs,
+                                        [classifier.get_layer("embedding").output,
+                                         classifier.output])
+            self.ce = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+            self.step = tf.Variable(0.0, trainable=False, dtype="float32")
+            if cfg.da_method == "dann":
+                dim = classifier.get_layer("embedding").output.shape[-1]
+                self.reversal = GradientReversal()
+                self.discriminator = build_domain_classifier(dim)
+            self.trackers = {name: keras.metrics.Mean(name=name)
+                             for name in ("loss", "cls_loss", "da_loss", "lambda")}
+            self.acc = keras.metrics.CategoricalAccuracy(name="accuracy")
+
+        @property
+        def metrics(self):
+            return [*self.trackers.values(), self.acc]
+
+        def call(self, inputs, training=False):
+            return self.classifier(inputs, training=training)
+
+        def domain_loss(self, es, et, ys, pt, lam):
+            if cfg.da_method == "lmmd":
+                return lmmd_loss(es, et, ys, pt, kernel_mul=cfg.kernel_mul,
+                                 kernel_num=cfg.kernel_num, fix_sigma=cfg.fix_sigma or None,
+                                 pseudo_label=cfg.pseudo_label, confidence=cfg.confidence)
+            if cfg.da_method == "mmd":
+                return mmd_loss(es, et, kernel_mul=cfg.kernel_mul, kernel_num=cfg.kernel_num,
+                                fix_sigma=cfg.fix_sigma or None)
+            # dann: the reversal layer carries lambda, the discriminator sees both domains
+            self.reversal.scale.assign(lam)
+            logits = self.discriminator(self.reversal(tf.concat([es, et], axis=0)))
+            domains = tf.concat([tf.ones_like(es[:, :1]), tf.zeros_like(et[:, :1])], axis=0)
+            return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(domains, logits))
+
+        def train_step(self, data):
+            (xs, ys), xt = data
+            progress = tf.minimum(self.step / float(max(1, total_steps)), 1.0)
+            lam = adaptation_lambda(progress)
+            with tf.GradientTape() as tape:
+                es, ps = self.embedder(xs, training=True)
+                cls_loss = self.ce(ys, ps)
+                if cfg.da_method == "none":
+                    da_loss = tf.constant(0.0)
+                else:
+                    et, pt = self.embedder(xt, training=True)
+                    da_loss = self.domain_loss(es, et, ys, pt, lam)
+                # DANN already scales its gradient by lambda in the reversal layer
+                weight = cfg.lmmd_weight if cfg.da_method == "dann" else lam * cfg.lmmd_weight
+                loss = cls_loss + weight * da_loss
+            variables = self.trainable_variables
+            grads = tape.gradient(loss, variables)
+            self.optimizer.apply(grads, variables)
+            self.step.assign_add(1.0)
+            for name, value in (("loss", loss), ("cls_loss", cls_loss), ("da_loss", da_loss),
+                                ("lambda", lam)):
+                self.trackers[name].update_state(value)
+            self.acc.update_state(ys, ps)
+            return {m.name: m.result() for m in self.metrics}
+
+        def test_step(self, data):
+            x, y = data
+            probs = self.classifier(x, training=False)
+            self.trackers["loss"].update_state(self.ce(y, probs))
+            self.acc.update_state(y, probs)
+            return {"loss": self.trackers["loss"].result(), "accuracy": self.acc.result()}
+
+    return DomainAdaptationTrainer()
+
+
+def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, test_idx,
+                       cfg: RunConfig, fold_dir: Path) -> dict:
+    """Train one source fold with adaptation to `target`; evaluate on the held-out source fold
+    and on the whole target corpus."""
+    import keras
+
+    from src.models.model import build_model
+    from src.utils.metrics import compute_metrics
+
+    seed = cfg.random_seed + fold
+    seed_everything(seed)
+    fit_idx, val_idx = validation_split(source, np.asarray(train_idx), "kfold",
+                                        cfg.val_fraction, seed)
+    train, val, test = source.subset(fit_idx), source.subset(val_idx), source.subset(test_idx)
+    norm = None if cfg.domain_norm else normalisation_stats(train)
+    classifier = build_model(source.input_dims, len(source.class_names), model_config_from(cfg),
+                             norm_stats=norm)
+    steps = int(np.ceil(train.n / cfg.batch_size))
+    trainer = build_adaptation_trainer(classifier, cfg, total_steps=steps * cfg.epoch)
+    compile_model(trainer, cfg, steps)
+    n_classes = len(source.class_names)
+    source_ds = make_dataset(train, cfg.batch_size, seed, n_classes, training=True)
+    target_ds = make_dataset(target, cfg.batch_size, seed + 10_000, n_classes, training=True)
+    target_inputs = target_ds.map(lambda x, y: x).repeat()  # labels dropped here, never read
+    import tensorflow as tf
+
+    train_ds = tf.data.Dataset.zip((source_ds, target_inputs))
+    val_ds = make_dataset(val, cfg.batch_size, None, n_classes, training=False)
+    timer = _epoch_timer()
+    callbacks = [timer]
+    if cfg.patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
+                                                       restore_best_weights=True))
+    history = trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.epoch,
+                          callbacks=callbacks, verbose=1 if cfg.verbose else 0,
+                          shuffle=False)
+    history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    if not np.isfinite(history["loss"]).all():
+        from src.training.experiment import NonFiniteLoss
+        raise NonFiniteLoss(f"fold {fold}: loss became NaN/Inf; lower --lr or --lmmd_weight")
+    source_probs = predict_probs(classifier, test)
+    target_probs = predict_probs(classifier, target)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    with io.atomic_path(fold_dir / "model.keras", suffix=".keras") as tmp:
+        classifier.save(tmp)
+    io.write_json(fold_dir / "split.json", {"train": list(train.file_ids),
+                                            "val": list(val.file_ids),
+                                            "test": list(test.file_ids)})
+    names = source.class_names
+    result = {
+        "fold": fold, "history": history, "epochs": len(timer.times),
+        "seconds": float(sum(timer.times)),
+        "seconds_per_epoch": float(np.median(timer.times)) if timer.times else 0.0,
+        "source": _evaluation(test, source_probs, names, compute_metrics),
+        "target": _evaluation(target, target_probs, names, compute_metrics),
+    }
+    io.write_json(fold_dir / "result.json", result)
+    return result
+
+
+def _evaluation(data: SERData, probs: np.ndarray, names: list[str], compute_metrics) -> dict:
+    y_pred = probs.argmax(axis=1)
+    metrics = compute_metrics(data.labels, y_pred, names)
+    metrics["confusion"] = np.asarray(metrics["confusion"]).tolist()
+    return {"metrics": metrics, "y_true": data.labels.tolist(), "y_pred": y_pred.tolist(),
+            "probs": probs.round(6).tolist(), "file_ids": list(data.file_ids)}
+
+
+def run_adaptation(cfg: RunConfig) -> dict:
+    """`--mode train-lmmd`: folds over the source corpus, every fold adapted to the target."""
+    target_data = target_name(cfg)
+    cfg.target_data = target_data
+    names = shared_class_names(cfg, target_data)
+    source = load_domain(cfg.data, cfg, names)
+    target = load_domain(target_data, cfg, names)
+    if cfg.domain_norm:
+        source = standardise(source, normalisation_stats(source))
+        target = standardise(target, normalisation_stats(target))
+    for name, data in (("source", source), ("target", target)):
+        if cfg.batch_size > data.n:
+            raise ExperimentError(f"--batch_size {cfg.batch_size} is larger than the {data.n} "
+                                  f"{name} files of {data.dataset}")
+    print(f"{cfg.data} -> {target_data} over {len(names)} shared classes: {', '.join(names)} "
+          f"({source.n} source, {target.n} target files; method {cfg.da_method})")
+    folds = make_folds(source, "kfold", cfg.split_fold)
+    if cfg.max_folds:
+        folds = folds[:cfg.max_folds]
+    run_id, model_dir, result_dir, saved = prepare_run_dir(cfg, source)
+    saved.update({"target_data": target_data, "domain_norm": cfg.domain_norm})
+    io.write_json(model_dir / "config.json", saved)
+    results = []
+    for fold, (train_idx, test_idx) in enumerate(folds, start=1):
+        fold_dir = model_dir / f"fold_{fold:02d}"
+        if (fold_dir / "result.json").exists():
+            result = json.loads((fold_dir / "result.json").read_text())
+            print(f"fold {fold}: already finished, skipped")
+        else:
+            result = train_adapted_fold(source, target, fold, train_idx, test_idx, cfg, fold_dir)
+        t, s = result["target"]["metrics"], result["source"]["metrics"]
+        print(f"fold {fold:2d}/{len(folds)}: target UAR {100 * t['uar']:.2f}% WAR "
+              f"{100 * t['war']:.2f}% | source UAR {100 * s['uar']:.2f}% | "
+              f"{result['seconds_per_epoch']:.2f} s/epoch")
+        results.append(result)
+    if cfg.visualize:
+        _plot_embeddings(source, target, model_dir, result_dir, run_id)
+    return write_cross_corpus_reports(result_dir, run_id, saved, results, names)
+
+
+def write_cross_corpus_reports(result_dir: Path, run_id: str, saved: dict, results: list[dict],
+                               names: list[str]) -> dict:
+    """report.xlsx on the target corpus (main figures) and source_report.xlsx on held-out
+    source folds."""
+    from src.training.report import write_run_report
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def flatten(result, side):
+        return {"fold": result["fold"], **result[side], "history": result.get("history"),
+                "epochs": result.get("epochs"), "seconds": result.get("seconds"),
+                "seconds_per_epoch": result.get("seconds_per_epoch")}
+
+    has_source = all("source" in r for r in results)
+    if has_source:
+        source_summary = write_run_report(result_dir / "source", f"{run_id} (source folds)",
+                                          saved, [flatten(r, "source") for r in results], names)
+    summary = write_run_report(result_dir, f"{run_id} (target {saved.get('target_data')})",
+                               saved, [flatten(r, "target") for r in results], names,
+                               peak_memory_mb=peak_mb)
+    if has_source:
+        summary["source"] = {k: v for k, v in source_summary.items()
+                             if k.endswith("_mean") or k.endswith("_std")}
+    summary["target_data"] = saved.get("target_data")
+    summary["da_method"] = saved["run"].get("da_method")
+    io.write_json(result_dir / "metrics.json", summary)
+    return summary
+
+
+def _plot_embeddings(source: SERData, target: SERData, model_dir: Path, result_dir: Path,
+                     run_id: str) -> None:
+    """t-SNE of time-averaged input features (before) and fold 1's embeddings (after)."""
+    import keras
+
+    from src.utils.plots import plot_tsne
+
+    rng = np.random.default_rng(0)
+    pick_s = rng.permutation(source.n)[:600]
+    pick_t = rng.permutation(target.n)[:600]
+    s, t = source.subset(pick_s), target.subset(pick_t)
+    labels = np.array([source.class_names[i] for i in np.concatenate([s.labels, t.labels])])
+    domains = np.array([source.dataset] * s.n + [target.dataset] * t.n)
+    before = np.concatenate([_mean_input(s), _mean_input(t)])
+    plot_tsne(before, labels, domains, result_dir / "tsne_before.png",
+              title=f"{run_id}: input features (before adaptation)")
+    model = load_fold_model(model_dir / "fold_01")
+    embedder = keras.Model(model.inputs, model.get_layer("embedding").output)
+    after = np.concatenate([predict_probs(embedder, s), predict_probs(embedder, t)])
+    plot_tsne(after, labels, domains, result_dir / "tsne_after.png",
+              title=f"{run_id}: embeddings after training (fold 1)")
+
+
+def _mean_input(data: SERData) -> np.ndarray:
+    valid = (np.arange(next(iter(data.streams.values())).shape[1])[None, :]
+             < data.lengths[:, None])[..., None]
+    pooled = [(a * valid).sum(1) / data.lengths[:, None] for a in data.streams.values()]
+    return np.concatenate(pooled, axis=1)
+
+
+# ---------------------------------------------------------------------------- testing
+def run_cross_corpus_test(cfg: RunConfig) -> dict:
+    """Evaluate saved fold models (plain or adapted) on another corpus over the shared labels."""
+    from src.utils.metrics import compute_metrics
+
+    saved, folds = load_saved_run(cfg.test_path)
+    source_name = saved["dataset"]
+    target_data = cfg.target_data or saved.get("target_data") or OTHER_CORPUS.get(source_name)
+    if not target_data or target_data == source_name:
+        raise ExperimentError("--target_data must name a corpus other than the models' "
+                              f"training corpus {source_name}")
+    model_names = saved["class_names"]
+    probe = RunConfig.from_dict({**saved["run"], "features_root": cfg.features_root,
+                                 "label_map": cfg.label_map or saved["run"].get("label_map", "")})
+    target_labels = _label_names(target_data, probe)
+    names = [c for c in model_names if c in target_labels]
+    if cfg.label_set:
+        names = [c for c in cfg.label_set.split(",") if c in names]
+    if len(names) < 2:
+        raise ExperimentError(f"the models' classes ({', '.join(model_names)}) and {target_data} "
+                              f"share {len(names)} labels; nothing to evaluate")
+    target = load_data_for_models(target_data, {**saved, "class_names": names},
+                                  cfg.features_root)
+    if saved.get("domain_norm"):
+        target = standardise(target, normalisation_stats(target))
+    columns = [model_names.index(c) for c in names]
+    results = []
+    for fold_dir in folds:
+        probs = predict_probs(load_fold_model(fold_dir), target)[:, columns]
+        probs = probs / probs.sum(axis=1, keepdims=True)
+        fold = int(fold_dir.name.split("_")[1])
+        results.append({"fold": fold, "target": _evaluation(target, probs, names,
+                                                            compute_metrics)})
+        m = results[-1]["target"]["metrics"]
+        print(f"fold {fold:2d}: {target_data} UAR {100 * m['uar']:.2f}% WAR {100 * m['war']:.2f}%")
+    run_id = f"{saved['run_id']}-on-{target_data}"
+    saved = {**saved, "target_data": target_data}
+    summary = write_cross_corpus_reports(Path(cfg.results_root) / run_id, run_id, saved,
+                                         results, names)
+    if cfg.visualize:
+        from src.utils.plots import plot_tsne
+        import keras
+
+        model = load_fold_model(folds[0])
+        embedder = keras.Model(model.inputs, model.get_layer("embedding").output)
+        emb = predict_probs(embedder, target)
+        plot_tsne(emb, np.array([names[i] for i in target.labels]),
+                  np.array([target_data] * target.n), Path(cfg.results_root) / run_id /
+                  "tsne_target.png", title=f"{run_id}: target embeddings (fold 1)")
+    return summary

@@ -1,0 +1,106 @@
+"""Run configuration: every flag of `src.training.main` in one dataclass, saved as config.json.
+
+The CLI turns argv into a `RunConfig`; the training and evaluation functions take a RunConfig and
+never look at argv, so tests and sweeps build configs directly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Flags that do not change what is trained (paths, display, bookkeeping) stay out of the run id.
+_NOT_IN_RUN_ID = {"mode", "visualize", "test_path", "audio", "output", "features_root",
+                  "results_root", "models_root", "run_id", "overwrite", "verbose", "label_map",
+                  "distribute", "threads"}
+
+
+@dataclasses.dataclass
+class RunConfig:
+    mode: str = "train"
+    data: str = "EMODB"
+    feature_type: str = "MFCC"
+    fusion_streams: str = "MFCC,LogMel"
+    preset: str = "default"
+    # optimisation (seed defaults)
+    epoch: int = 300
+    batch_size: int = 32
+    lr: float = 3e-4
+    beta1: float = 0.93
+    beta2: float = 0.98
+    min_lr: float = 1e-6
+    clipnorm: float = 1.0
+    label_smoothing: float = 0.1
+    patience: int = 10
+    monitor: str = "val_loss"
+    # model (seed defaults; `preset` may override the architecture ones)
+    dropout: float = 0.4
+    activation: str = "relu"
+    filter_size: int = 128
+    dilation_size: int = 8
+    kernel_size: int = 3
+    stack_size: int = 3
+    block: str = "residual"
+    use_dtpm: bool = True
+    use_attention: bool = True
+    # protocol
+    protocol: str = "kfold"
+    split_fold: int = 10
+    loso_groups: int = 0
+    val_policy: str = "train_split"
+    val_fraction: float = 0.1
+    max_folds: int = 0
+    random_seed: int = 46
+    max_frames: int = 0
+    # domain adaptation
+    target_data: str = ""
+    da_method: str = "lmmd"
+    lmmd_weight: float = 0.5
+    kernel_mul: float = 2.0
+    kernel_num: int = 5
+    fix_sigma: float = 0.0
+    pseudo_label: str = "soft"
+    confidence: float = 0.0
+    domain_norm: bool = False
+    label_set: str = ""
+    label_map: str = ""
+    # paths and bookkeeping
+    test_path: str = ""
+    audio: tuple[str, ...] = ()
+    output: str = ""
+    features_root: str = str(REPO_ROOT / "data" / "features")
+    results_root: str = str(REPO_ROOT / "results")
+    models_root: str = str(REPO_ROOT / "saved_models")
+    run_id: str = ""
+    overwrite: bool = False
+    visualize: bool = False
+    verbose: int = 1
+    threads: int = 0
+    distribute: str = "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["audio"] = list(self.audio)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        if "audio" in values:
+            values["audio"] = tuple(values["audio"])
+        return cls(**values)
+
+    def run_hash(self) -> str:
+        """8 hex digits over the flags that change the trained models."""
+        relevant = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_RUN_ID}
+        return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:8]
+
+    def default_run_id(self) -> str:
+        prefix = "lmmd" if self.mode == "train-lmmd" else self.protocol
+        target = f"-to-{self.target_data}" if self.mode == "train-lmmd" else ""
+        return f"{self.data}{target}-{self.feature_type}-{prefix}-{self.run_hash()}"

@@ -1,0 +1,211 @@
+"""Training data: feature sets loaded into padded arrays, label encoding and tf.data batches.
+
+Utterances keep their true lengths. Batches are built from length-sorted groups so that each batch
+is padded only to its own longest member (rounded up to `PAD_MULTIPLE` frames, which bounds the
+number of distinct shapes), and the model masks the padding using the `length` input.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src.data_processing.config import FEATURE_TYPES, FUSION
+from src.data_processing.store import load_feature_set, load_fusion_set
+
+log = logging.getLogger(__name__)
+
+PAD_MULTIPLE = 16
+LENGTH_KEY = "length"
+
+
+class DataError(ValueError):
+    """Training data cannot be assembled as asked (bad label set, empty corpus, ...)."""
+
+
+@dataclasses.dataclass
+class SERData:
+    """One corpus ready for training.
+
+    streams: stream name -> (N, T_max, D) float32, zero padded after each utterance's length.
+    lengths: (N,) int32 valid frames; labels: (N,) int class indices into `class_names`.
+    """
+
+    dataset: str
+    streams: dict[str, np.ndarray]
+    lengths: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    metadata: pd.DataFrame
+    extraction: dict[str, dict]
+    feature_hashes: dict[str, str]
+
+    @property
+    def n(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def input_dims(self) -> dict[str, int]:
+        return {name: int(array.shape[-1]) for name, array in self.streams.items()}
+
+    @property
+    def file_ids(self) -> np.ndarray:
+        return self.metadata["file_id"].to_numpy()
+
+    @property
+    def speakers(self) -> np.ndarray:
+        return self.metadata["speaker"].astype(str).to_numpy()
+
+    def subset(self, index: np.ndarray) -> "SERData":
+        """Rows `index` (kept in that order)."""
+        return dataclasses.replace(
+            self,
+            streams={k: v[index] for k, v in self.streams.items()},
+            lengths=self.lengths[index],
+            labels=self.labels[index],
+            metadata=self.metadata.iloc[index].reset_index(drop=True),
+        )
+
+
+def stream_names(feature_type: str, fusion_streams: str | None = None) -> list[str]:
+    """Streams that make up `feature_type` (FUSION defaults to MFCC+LogMel)."""
+    if feature_type == FUSION:
+        names = [s.strip() for s in (fusion_streams or "MFCC,LogMel").split(",") if s.strip()]
+        bad = [s for s in names if s not in FEATURE_TYPES]
+        if bad or not names:
+            raise DataError(f"--fusion_streams {fusion_streams!r}: use a comma list of "
+                            f"{', '.join(FEATURE_TYPES)}")
+        return names
+    if feature_type not in FEATURE_TYPES:
+        raise DataError(f"--feature_type {feature_type!r}: use one of "
+                        f"{', '.join(FEATURE_TYPES + (FUSION,))}")
+    return [feature_type]
+
+
+def load_ser_data(dataset: str, feature_type: str, features_root: str | Path,
+                  fusion_streams: str | None = None, class_names: list[str] | None = None,
+                  feature_hashes: dict[str, str] | None = None,
+                  max_frames: int = 0) -> SERData:
+    """Load extracted features of `dataset` as padded arrays.
+
+    class_names: keep only these labels, in this order (others are dropped and logged);
+    default: every label in the corpus, sorted. max_frames > 0 centre-crops longer utterances
+    (recorded in metadata column `cropped`).
+    """
+    names = stream_names(feature_type, fusion_streams)
+    hashes = feature_hashes or {}
+    if len(names) == 1:
+        fs = load_feature_set(dataset, names[0], features_root=features_root,
+                              config_hash=hashes.get(names[0]))
+        arrays = {names[0]: fs.arrays}
+        metadata = fs.metadata
+        configs = {names[0]: fs.config}
+        found_hashes = {names[0]: fs.path.name}
+    else:
+        arrays, metadata, configs = load_fusion_set(dataset, names, features_root=features_root,
+                                                    config_hashes=hashes or None)
+        found_hashes = {n: configs[n].feature_hash(n) for n in names}
+    metadata = metadata.reset_index(drop=True)
+    labels_text = metadata["label"].astype(str).to_numpy()
+    if class_names is None:
+        class_names = sorted(set(labels_text))
+    keep = np.flatnonzero(np.isin(labels_text, class_names))
+    dropped = len(labels_text) - len(keep)
+    if dropped:
+        counts = pd.Series(labels_text[~np.isin(labels_text, class_names)]).value_counts()
+        log.info("%s: dropped %d files outside the label set (%s)", dataset, dropped,
+                 ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if len(keep) == 0:
+        raise DataError(f"{dataset}: no file has a label in {class_names}")
+    metadata = metadata.iloc[keep].reset_index(drop=True)
+    lengths = np.array([arrays[names[0]][i].shape[0] for i in keep], dtype=np.int32)
+    if max_frames > 0:
+        metadata["cropped"] = lengths > max_frames
+        lengths = np.minimum(lengths, max_frames)
+    streams = {name: pad_sequences([arrays[name][i] for i in keep], lengths)
+               for name in names}
+    label_index = {name: i for i, name in enumerate(class_names)}
+    labels = np.array([label_index[t] for t in metadata["label"].astype(str)], dtype=np.int32)
+    return SERData(dataset=dataset.upper(), streams=streams, lengths=lengths, labels=labels,
+                   class_names=list(class_names), metadata=metadata,
+                   extraction={n: c.to_dict() for n, c in configs.items()},
+                   feature_hashes=found_hashes)
+
+
+def pad_sequences(arrays: list[np.ndarray], lengths: np.ndarray) -> np.ndarray:
+    """Stack (T_i, D) arrays into (N, max(lengths), D), centre-cropping each to lengths[i]."""
+    t_max = int(lengths.max())
+    out = np.zeros((len(arrays), t_max, arrays[0].shape[1]), dtype=np.float32)
+    for i, (array, length) in enumerate(zip(arrays, lengths)):
+        start = (array.shape[0] - length) // 2
+        out[i, :length] = array[start:start + length]
+    return out
+
+
+def normalisation_stats(data: SERData) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-stream mean and variance over the valid frames of `data`: {stream: ((D,), (D,))}."""
+    stats = {}
+    for name, array in data.streams.items():
+        valid = np.arange(array.shape[1])[None, :] < data.lengths[:, None]
+        frames = array[valid]
+        stats[name] = (frames.mean(axis=0), np.maximum(frames.var(axis=0), 1e-8))
+    return stats
+
+
+def length_sorted_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None,
+                          group_batches: int = 8) -> list[np.ndarray]:
+    """Split indices into batches of similar length.
+
+    With `rng` (training): shuffle, sort within groups of `group_batches` batches, shuffle the
+    batch order. Without (evaluation): one deterministic length-sorted pass.
+    """
+    n = len(lengths)
+    if rng is None:
+        order = np.argsort(lengths, kind="stable")
+        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    order = rng.permutation(n)
+    group = batch_size * group_batches
+    batches = []
+    for start in range(0, n, group):
+        chunk = order[start:start + group]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: int,
+                 training: bool):
+    """tf.data pipeline of ({stream: (B,T,D), "length": (B,)}, one-hot (B,C)) batches.
+
+    Index batches come from `length_sorted_batches`; each batch gathers its rows from in-memory
+    tensors and is cut to its longest utterance rounded up to PAD_MULTIPLE, so no per-sample
+    Python runs in the loop. Training re-draws the batch order every epoch from `seed`.
+    """
+    import tensorflow as tf
+
+    streams = {k: tf.constant(v) for k, v in data.streams.items()}
+    lengths = tf.constant(data.lengths)
+    onehot = tf.one_hot(tf.constant(data.labels), n_classes)
+    rng = np.random.default_rng(seed) if training else None
+
+    def index_batches():
+        for batch in length_sorted_batches(data.lengths, batch_size, rng):
+            yield batch.astype(np.int32)
+
+    def gather(index):
+        batch_lengths = tf.gather(lengths, index)
+        t = tf.reduce_max(batch_lengths)
+        t = ((t + PAD_MULTIPLE - 1) // PAD_MULTIPLE) * PAD_MULTIPLE
+        inputs = {k: tf.gather(v, index)[:, :t] for k, v in streams.items()}
+        inputs[LENGTH_KEY] = batch_lengths
+        return inputs, tf.gather(onehot, index)
+
+    n_batches = int(np.ceil(data.n / batch_size))
+    dataset = tf.data.Dataset.from_generator(
+        index_batches, output_signature=tf.TensorSpec(shape=(None,), dtype=tf.int32))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(n_batches))
+    return dataset.map(gather).prefetch(2)

@@ -1,0 +1,10 @@
+"""The errors a user can cause (bad flags, missing data, ...): the CLI prints them as one line."""
+from src.data_processing.audio import AudioError
+from src.data_processing.corpora import CorpusError
+from src.data_processing.hubert import HubertUnavailable
+from src.data_processing.store import FeatureSetNotFound
+from src.training.data import DataError
+from src.training.experiment import ExperimentError, NonFiniteLoss
+
+USER_ERRORS = (AudioError, CorpusError, HubertUnavailable, FeatureSetNotFound, DataError,
+               ExperimentError, NonFiniteLoss)

@@ -1,0 +1,319 @@
+"""Same-corpus experiments: fold splits, one fold's training, a whole resumable run.
+
+Layout of one run (run id = `RunConfig.default_run_id()` unless `--run_id` is given):
+    saved_models/<DATA>/<FEATURE>/<run-id>/config.json
+    saved_models/<DATA>/<FEATURE>/<run-id>/fold_XX/{model.keras, split.json, result.json}
+    results/<run-id>/{report.xlsx, predictions.csv, metrics.json, config.json, *.png}
+A fold counts as finished when its result.json exists, so re-running the same command resumes
+at the first unfinished fold.
+"""
+from __future__ import annotations
+
+import logging
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import (GroupKFold, GroupShuffleSplit, KFold,
+                                     LeaveOneGroupOut, StratifiedShuffleSplit)
+
+from src.training.config import RunConfig
+from src.training.data import SERData, load_ser_data, make_dataset, normalisation_stats
+from src.utils import io
+
+log = logging.getLogger(__name__)
+
+KFOLD_RANDOM_STATE = 42  # the published TIM-Net protocol
+
+
+class ExperimentError(ValueError):
+    """A run cannot start as configured (one clear line for the user)."""
+
+
+# ---------------------------------------------------------------------------- splits
+def make_folds(data: SERData, protocol: str, n_folds: int, loso_groups: int = 0):
+    """List of (train_idx, test_idx).
+
+    kfold: shuffled KFold(random_state=42). loso: one speaker per test fold, or with
+    `loso_groups` > 0 speakers grouped into that many folds (GroupKFold).
+    """
+    index = np.arange(data.n)
+    if protocol == "kfold":
+        if not 2 <= n_folds <= data.n:
+            raise ExperimentError(f"--split_fold {n_folds}: needs 2..{data.n} for {data.n} files")
+        splitter = KFold(n_splits=n_folds, shuffle=True, random_state=KFOLD_RANDOM_STATE)
+        return list(splitter.split(index))
+    if protocol == "loso":
+        speakers = data.speakers
+        n_speakers = len(set(speakers))
+        if n_speakers < 2:
+            raise ExperimentError(f"--protocol loso needs at least 2 speakers; {data.dataset} "
+                                  f"has {n_speakers}")
+        if loso_groups:
+            if not 2 <= loso_groups <= n_speakers:
+                raise ExperimentError(f"--loso_groups {loso_groups}: needs 2..{n_speakers}")
+            return list(GroupKFold(n_splits=loso_groups).split(index, groups=speakers))
+        return list(LeaveOneGroupOut().split(index, groups=speakers))
+    raise ExperimentError(f"--protocol {protocol!r}: use kfold or loso")
+
+
+def validation_split(data: SERData, train_idx: np.ndarray, protocol: str, fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Carve a validation set out of the training folds (stratified; by speaker for loso)."""
+    labels = data.labels[train_idx]
+    if protocol == "loso":
+        groups = data.speakers[train_idx]
+        n_groups = len(set(groups))
+        if n_groups >= 2:
+            n_val = max(1, int(round(fraction * n_groups)))
+            splitter = GroupShuffleSplit(n_splits=1, test_size=n_val, random_state=seed)
+            fit, val = next(splitter.split(train_idx, groups=groups))
+            return train_idx[fit], train_idx[val]
+    n_val = max(len(set(labels)), int(round(fraction * len(train_idx))))
+    try:
+        splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_val, random_state=seed)
+        fit, val = next(splitter.split(train_idx, labels))
+    except ValueError:  # a class with a single member cannot be stratified
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(len(train_idx))
+        fit, val = perm[n_val:], perm[:n_val]
+    return train_idx[fit], train_idx[val]
+
+
+# ---------------------------------------------------------------------------- model bits
+def model_config_from(cfg: RunConfig):
+    """The preset's ModelConfig with the run's architecture flags applied."""
+    import dataclasses
+
+    from src.models.model import PRESETS
+
+    return dataclasses.replace(
+        PRESETS[cfg.preset], filter_size=cfg.filter_size, kernel_size=cfg.kernel_size,
+        stack_size=cfg.stack_size, dilation_size=cfg.dilation_size, dropout=cfg.dropout,
+        activation=cfg.activation, block=cfg.block, use_dtpm=cfg.use_dtpm,
+        use_attention=cfg.use_attention)
+
+
+def compile_model(model, cfg: RunConfig, steps_per_epoch: int):
+    """Adam(beta1, beta2, clipnorm) with cosine decay to `min_lr`, smoothed cross-entropy."""
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=cfg.lr, decay_steps=max(1, cfg.epoch * steps_per_epoch),
+        alpha=min(1.0, cfg.min_lr / cfg.lr))
+    optimizer = keras.optimizers.Adam(learning_rate=schedule, beta_1=cfg.beta1,
+                                      beta_2=cfg.beta2, clipnorm=cfg.clipnorm)
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                  metrics=["accuracy"])
+    return model
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TF, and ask TF for deterministic kernels (CPU runs repeat)."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def _stop_on_non_finite():
+    import keras
+
+    class StopOnNonFinite(keras.callbacks.Callback):
+        """Stop with a clear message when the loss turns NaN/Inf (weights restored by caller)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not np.isfinite(loss):
+                self.model.stop_training = True
+                self.bad_epoch = epoch + 1
+
+    return StopOnNonFinite()
+
+
+def _epoch_timer():
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.times = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
+def fit_model(model, train: SERData, val: SERData | None, cfg: RunConfig, seed: int):
+    """Train `model` in place with early stopping; returns (history dict, epoch seconds list)."""
+    import keras
+
+    n_classes = len(train.class_names)
+    train_ds = make_dataset(train, cfg.batch_size, seed, n_classes, training=True)
+    val_ds = make_dataset(val, cfg.batch_size, None, n_classes, training=False) if val else None
+    timer, guard = _epoch_timer(), _stop_on_non_finite()
+    callbacks = [timer, guard]
+    monitor = cfg.monitor if val is not None else cfg.monitor.replace("val_", "")
+    if cfg.patience > 0:
+        mode = "min" if "loss" in monitor else "max"
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
+                                                       patience=cfg.patience,
+                                                       restore_best_weights=True))
+    history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epoch,
+                        callbacks=callbacks, verbose=1 if cfg.verbose else 0, shuffle=False)
+    if getattr(guard, "bad_epoch", None):
+        raise NonFiniteLoss(
+            f"training loss became NaN/Inf at epoch {guard.bad_epoch}; likely causes: a learning "
+            f"rate too high (--lr {cfg.lr}) or non-finite input features. The last good "
+            f"weights were not saved for this fold.")
+    return {k: [float(x) for x in v] for k, v in history.history.items()}, timer.times
+
+
+def predict_probs(model, data: SERData, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities (N, C) for `data` in its own row order, deterministic batching."""
+    from src.training.data import LENGTH_KEY, PAD_MULTIPLE, length_sorted_batches
+
+    out = np.zeros((data.n, model.output_shape[-1]), dtype=np.float32)
+    for index in length_sorted_batches(data.lengths, batch_size, rng=None):
+        t = int(np.ceil(data.lengths[index].max() / PAD_MULTIPLE) * PAD_MULTIPLE)
+        inputs = {k: v[index, :t] for k, v in data.streams.items()}
+        inputs[LENGTH_KEY] = data.lengths[index]
+        out[index] = np.asarray(model(inputs, training=False))
+    return out
+
+
+# ---------------------------------------------------------------------------- one run
+def run_paths(cfg: RunConfig) -> tuple[str, Path, Path]:
+    run_id = cfg.run_id or cfg.default_run_id()
+    model_dir = Path(cfg.models_root) / cfg.data / cfg.feature_type / run_id
+    result_dir = Path(cfg.results_root) / run_id
+    return run_id, model_dir, result_dir
+
+
+def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
+               fold_dir: Path) -> dict:
+    """Train and evaluate one fold; writes model.keras, split.json and result.json."""
+    from src.models.model import build_model
+    from src.utils.metrics import compute_metrics
+
+    seed = cfg.random_seed + fold
+    seed_everything(seed)
+    if cfg.val_policy == "test_fold":
+        fit_idx, val_idx = np.asarray(train_idx), np.asarray(test_idx)
+    else:
+        fit_idx, val_idx = validation_split(data, np.asarray(train_idx), cfg.protocol,
+                                            cfg.val_fraction, seed)
+    train, val, test = data.subset(fit_idx), data.subset(val_idx), data.subset(test_idx)
+    model = build_model(data.input_dims, len(data.class_names), model_config_from(cfg),
+                        norm_stats=normalisation_stats(train))
+    steps = int(np.ceil(train.n / cfg.batch_size))
+    compile_model(model, cfg, steps)
+    start = time.perf_counter()
+    history, epoch_times = fit_model(model, train, val, cfg, seed)
+    seconds = time.perf_counter() - start
+    probs = predict_probs(model, test)
+    y_pred = probs.argmax(axis=1)
+    metrics = compute_metrics(test.labels, y_pred, data.class_names)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    with io.atomic_path(fold_dir / "model.keras", suffix=".keras") as tmp:
+        model.save(tmp)
+    io.write_json(fold_dir / "split.json", {"train": list(train.file_ids),
+                                            "val": list(val.file_ids),
+                                            "test": list(test.file_ids)})
+    monitor_values = history.get(cfg.monitor) or history.get("loss")
+    best = (int(np.argmin(monitor_values) if "loss" in cfg.monitor
+                else np.argmax(monitor_values)) + 1) if monitor_values else 0
+    result = {"fold": fold, "metrics": _jsonable_metrics(metrics),
+              "y_true": test.labels.tolist(), "y_pred": y_pred.tolist(),
+              "probs": probs.round(6).tolist(), "file_ids": list(test.file_ids),
+              "history": history, "epochs": len(epoch_times), "best_epoch": best,
+              "seconds": seconds,
+              "seconds_per_epoch": float(np.median(epoch_times)) if epoch_times else 0.0,
+              "n_train": train.n, "n_val": val.n, "n_test": test.n}
+    io.write_json(fold_dir / "result.json", result)  # written last: marks the fold finished
+    return result
+
+
+def _jsonable_metrics(metrics: dict) -> dict:
+    out = dict(metrics)
+    out["confusion"] = np.asarray(metrics["confusion"]).tolist()
+    return out
+
+
+def prepare_run_dir(cfg: RunConfig, data: SERData) -> tuple[str, Path, Path, dict]:
+    """Create (or reopen for resumption) the run folders; returns (run_id, model_dir,
+    result_dir, saved config dict)."""
+    run_id, model_dir, result_dir = run_paths(cfg)
+    if cfg.overwrite:
+        shutil.rmtree(model_dir, ignore_errors=True)
+        shutil.rmtree(result_dir, ignore_errors=True)
+    saved = {"run_id": run_id, "run": cfg.to_dict(), "class_names": data.class_names,
+             "input_dims": data.input_dims, "extraction": data.extraction,
+             "feature_hashes": data.feature_hashes, "dataset": data.dataset,
+             "model": model_config_from(cfg).to_dict()}
+    config_path = model_dir / "config.json"
+    if config_path.exists():
+        import json
+
+        previous = json.loads(config_path.read_text())
+        if previous.get("feature_hashes") != data.feature_hashes:
+            raise ExperimentError(
+                f"{model_dir} was trained on feature sets {previous.get('feature_hashes')} but "
+                f"the current ones are {data.feature_hashes}; pass --overwrite or --run_id NEW")
+    io.write_json(config_path, saved)
+    return run_id, model_dir, result_dir, saved
+
+
+def run_training(cfg: RunConfig) -> dict:
+    """Train every fold (resuming finished ones) and write the report; returns the summary."""
+    from src.training.report import write_run_report
+
+    data = load_ser_data(cfg.data, cfg.feature_type, cfg.features_root, cfg.fusion_streams,
+                         class_names=_label_set(cfg), max_frames=cfg.max_frames)
+    if cfg.batch_size > data.n:
+        raise ExperimentError(f"--batch_size {cfg.batch_size} is larger than the "
+                              f"{data.n} files of {data.dataset}")
+    folds = make_folds(data, cfg.protocol, cfg.split_fold, cfg.loso_groups)
+    if cfg.max_folds:
+        folds = folds[:cfg.max_folds]
+    run_id, model_dir, result_dir, saved = prepare_run_dir(cfg, data)
+    log.info("run %s: %d files, %d classes, %d folds -> %s", run_id, data.n,
+             len(data.class_names), len(folds), model_dir)
+    results = []
+    for fold, (train_idx, test_idx) in enumerate(folds, start=1):
+        fold_dir = model_dir / f"fold_{fold:02d}"
+        done = fold_dir / "result.json"
+        if done.exists():
+            import json
+
+            result = json.loads(done.read_text())
+            print(f"fold {fold:2d}/{len(folds)}: already finished "
+                  f"(WAR {100 * result['metrics']['war']:.2f}%), skipped")
+        else:
+            result = train_fold(data, fold, train_idx, test_idx, cfg, fold_dir)
+            m = result["metrics"]
+            print(f"fold {fold:2d}/{len(folds)}: WAR {100 * m['war']:.2f}% "
+                  f"UAR {100 * m['uar']:.2f}% F1 {100 * m['macro_f1']:.2f}% "
+                  f"| {result['epochs']} epochs (best {result['best_epoch']}), "
+                  f"{result['seconds_per_epoch']:.2f} s/epoch")
+        results.append(result)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return write_run_report(result_dir, run_id, saved, results, data.class_names,
+                            peak_memory_mb=peak_mb, visualize=cfg.visualize)
+
+
+def _label_set(cfg: RunConfig) -> list[str] | None:
+    if not cfg.label_set:
+        return None
+    return [s.strip() for s in cfg.label_set.split(",") if s.strip()]

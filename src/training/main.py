@@ -1,0 +1,187 @@
+"""Command line: `python -m src.training.main --mode train|test|predict|train-lmmd|...`.
+
+This module only parses flags into a RunConfig and calls the function for the mode.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from src.training.config import RunConfig
+
+MODES = ("train", "test", "predict", "train-lmmd", "test-cross-corpus")
+PRESET_NAMES = ("default", "light")
+# Architecture flags left unset take their value from --preset (src.models.model.PRESETS).
+ARCHITECTURE_FLAGS = ("filter_size", "dilation_size", "kernel_size", "stack_size", "dropout",
+                      "block")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = RunConfig()
+    p = argparse.ArgumentParser(prog="python -m src.training.main",
+                                description="Train and evaluate speech emotion recognition "
+                                            "models (TIM-Net style bidirectional TCN).")
+    p.add_argument("--mode", choices=MODES, default=d.mode)
+    p.add_argument("--data", default=d.data, help="corpus: EMODB, RAVDESS or a CSV corpus name")
+    p.add_argument("--feature_type", default=d.feature_type,
+                   choices=("MFCC", "LogMel", "HuBERT", "FUSION"))
+    p.add_argument("--fusion_streams", default=d.fusion_streams,
+                   help="streams of FUSION, comma separated (default MFCC,LogMel)")
+    p.add_argument("--preset", choices=PRESET_NAMES, default=d.preset,
+                   help="architecture preset: default (seed: 128 filters, kernel 3, 3 stacks, "
+                        "residual blocks, dropout 0.4) or light (TIM-Net sized: 39 filters, "
+                        "kernel 2, 1 stack, gated blocks, dropout 0.1; ~13x faster on CPU)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epoch", type=int, default=d.epoch)
+    g.add_argument("--batch_size", type=int, default=d.batch_size)
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--beta1", type=float, default=d.beta1)
+    g.add_argument("--beta2", type=float, default=d.beta2)
+    g.add_argument("--patience", type=int, default=d.patience,
+                   help="early-stopping patience in epochs (0 = off)")
+    g.add_argument("--monitor", default=d.monitor, choices=("val_loss", "val_accuracy"))
+    g = p.add_argument_group("model")
+    g.add_argument("--dropout", type=float, default=None,
+                   help=f"(default from --preset; seed default {d.dropout})")
+    g.add_argument("--activation", default=d.activation)
+    for name in ("filter_size", "dilation_size", "kernel_size", "stack_size"):
+        g.add_argument(f"--{name}", type=int, default=None,
+                       help=f"(default from --preset; seed default {getattr(d, name)})")
+    g.add_argument("--block", choices=("residual", "gated"), default=None,
+                   help="temporal block: residual sum (seed) or sigmoid gate (TIM-Net); "
+                        "default from --preset")
+    g.add_argument("--use_dtpm", type=_bool, default=d.use_dtpm, metavar="{true,false}")
+    g.add_argument("--use_attention", type=_bool, default=d.use_attention,
+                   metavar="{true,false}")
+    g = p.add_argument_group("protocol")
+    g.add_argument("--protocol", choices=("kfold", "loso"), default=d.protocol)
+    g.add_argument("--split_fold", type=int, default=d.split_fold)
+    g.add_argument("--loso_groups", type=int, default=d.loso_groups,
+                   help="loso: group speakers into this many folds (0 = one speaker per fold)")
+    g.add_argument("--val_policy", choices=("train_split", "test_fold"), default=d.val_policy,
+                   help="test_fold reproduces the published protocol (optimistic)")
+    g.add_argument("--val_fraction", type=float, default=d.val_fraction)
+    g.add_argument("--max_folds", type=int, default=d.max_folds,
+                   help="run only the first N folds (quick checks)")
+    g.add_argument("--random_seed", type=int, default=d.random_seed)
+    g.add_argument("--max_frames", type=int, default=d.max_frames,
+                   help="centre-crop utterances longer than this many frames (0 = keep all)")
+    g.add_argument("--label_set", default=d.label_set,
+                   help="comma list of labels to keep (e.g. angry,fear,happy,neutral,sad)")
+    g = p.add_argument_group("domain adaptation")
+    g.add_argument("--target_data", default=d.target_data)
+    g.add_argument("--da_method", choices=("lmmd", "mmd", "dann", "none"), default=d.da_method)
+    g.add_argument("--lmmd_weight", type=float, default=d.lmmd_weight)
+    g.add_argument("--kernel_mul", type=float, default=d.kernel_mul)
+    g.add_argument("--kernel_num", type=int, default=d.kernel_num)
+    g.add_argument("--fix_sigma", type=float, default=d.fix_sigma)
+    g.add_argument("--pseudo_label", choices=("soft", "hard"), default=d.pseudo_label)
+    g.add_argument("--confidence", type=float, default=d.confidence)
+    g.add_argument("--domain_norm", action="store_true")
+    g.add_argument("--label_map", default=d.label_map)
+    g = p.add_argument_group("paths and output")
+    g.add_argument("--test_path", default=d.test_path)
+    g.add_argument("--audio", nargs="+", default=[], help="predict: audio files or folders")
+    g.add_argument("--output", default=d.output, help="predict: write the table to this CSV")
+    g.add_argument("--features_root", default=d.features_root)
+    g.add_argument("--results_root", default=d.results_root)
+    g.add_argument("--models_root", default=d.models_root)
+    g.add_argument("--run_id", default=d.run_id)
+    g.add_argument("--overwrite", action="store_true", help="start the run afresh")
+    g.add_argument("--visualize", action="store_true")
+    g.add_argument("--verbose", type=int, default=d.verbose)
+    g.add_argument("--threads", type=int, default=d.threads,
+                   help="TensorFlow threads (0 = all cores)")
+    return p
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    from src.models.model import PRESETS
+
+    values = vars(args).copy()
+    preset = PRESETS[args.preset]
+    for name in ARCHITECTURE_FLAGS:
+        if values.get(name) is None:
+            values[name] = getattr(preset, name)
+    values["data"] = values["data"].upper()
+    if values["target_data"]:
+        values["target_data"] = values["target_data"].upper()
+    return RunConfig.from_dict(values)
+
+
+def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
+    """Flag combinations argparse cannot check; exits with one clear line."""
+    checks = [
+        (cfg.mode in ("test", "predict", "test-cross-corpus") and not cfg.test_path,
+         f"--mode {cfg.mode} needs --test_path (a folder of trained fold models)"),
+        (cfg.mode == "predict" and not cfg.audio, "--mode predict needs --audio FILE_OR_FOLDER"),
+        (cfg.epoch < 1, "--epoch must be at least 1"),
+        (cfg.batch_size < 1, "--batch_size must be at least 1"),
+        (cfg.lr <= 0, "--lr must be positive"),
+        (not 0 <= cfg.dropout < 1, "--dropout must be in [0, 1)"),
+        (min(cfg.filter_size, cfg.kernel_size, cfg.stack_size, cfg.dilation_size) < 1,
+         "--filter_size, --kernel_size, --stack_size and --dilation_size must be at least 1"),
+        (not 0 < cfg.val_fraction < 1, "--val_fraction must be in (0, 1)"),
+    ]
+    for failed, message in checks:
+        if failed:
+            parser.error(message)
+
+
+def configure_runtime(cfg: RunConfig) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if cfg.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(cfg.threads)
+
+
+def dispatch(cfg: RunConfig):
+    if cfg.mode == "train":
+        from src.training.experiment import run_training
+        return run_training(cfg)
+    if cfg.mode == "test":
+        from src.training.evaluate import run_test
+        return run_test(cfg)
+    if cfg.mode == "predict":
+        from src.training.evaluate import run_predict
+        return run_predict(cfg)
+    from src.training.adaptation import run_adaptation, run_cross_corpus_test
+    return run_adaptation(cfg) if cfg.mode == "train-lmmd" else run_cross_corpus_test(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    cfg = config_from_args(parser.parse_args(argv))
+    validate(cfg, parser)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from src.training.errors import USER_ERRORS
+
+    try:
+        configure_runtime(cfg)
+        dispatch(cfg)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished folds are kept; re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

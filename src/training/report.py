@@ -1,0 +1,97 @@
+"""Turn finished fold results into the run's report folder (workbook, CSV, JSON, plots)."""
+from __future__ import annotations
+
+import datetime
+import platform
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src.utils import io
+from src.utils.metrics import summarise_folds
+from src.utils.plots import plot_confusion_matrix, plot_training_curves
+from src.utils.reports import (format_summary_line, write_experiment_workbook,
+                               write_predictions_csv)
+
+HONEST_NOTE = ("Model selection and early stopping used a validation split carved from the "
+               "training folds; test folds were never seen before evaluation.")
+TEST_FOLD_NOTE = ("WARNING: --val_policy test_fold selected each fold's best epoch on its TEST "
+                  "fold (the published TIM-Net protocol). These figures are optimistic and only "
+                  "for like-for-like comparison with published numbers.")
+
+
+def selection_note(run_config: dict) -> str:
+    return TEST_FOLD_NOTE if run_config.get("val_policy") == "test_fold" else HONEST_NOTE
+
+
+def write_run_report(result_dir: Path, run_id: str, saved: dict, results: list[dict],
+                     class_names: list[str], peak_memory_mb: float = 0.0,
+                     visualize: bool = False, title: str = "") -> dict:
+    """Write report.xlsx, predictions.csv, metrics.json, config.json and PNGs; return summary."""
+    result_dir = Path(result_dir)
+    result_dir.mkdir(parents=True, exist_ok=True)
+    run = saved["run"]
+    note = selection_note(run)
+    fold_results = [_fold_entry(r) for r in results]
+    summary = summarise_folds([f["metrics"] for f in fold_results])
+    write_experiment_workbook(result_dir / "report.xlsx", fold_results, class_names, note, run)
+    write_predictions_csv(result_dir / "predictions.csv", predictions_frame(results, class_names))
+    plot_confusion_matrix(np.asarray(summary["confusion"]), class_names,
+                          result_dir / "confusion_matrix.png",
+                          title=title or f"{run_id} (all folds)")
+    for r in results:
+        if r.get("history"):
+            plot_training_curves(r["history"], result_dir / "curves" / f"fold_{r['fold']:02d}.png",
+                                 title=f"{run_id} fold {r['fold']}")
+    per_class = pd.DataFrame([f["metrics"]["per_class_recall"] for f in fold_results])
+    epoch_seconds = [r.get("seconds_per_epoch", 0.0) for r in results if r.get("epochs")]
+    metrics = {
+        "run_id": run_id, "mode": run.get("mode"), "data": run.get("data"),
+        "target_data": run.get("target_data") or None, "feature_type": run.get("feature_type"),
+        "protocol": run.get("protocol"), "val_policy": run.get("val_policy"), "note": note,
+        "n_folds": len(results), "class_names": class_names,
+        **{f"{k}_mean": float(summary[k]["mean"]) for k in _METRIC_KEYS},
+        **{f"{k}_std": float(summary[k]["std"]) for k in _METRIC_KEYS},
+        "per_class_recall": per_class.mean().to_dict(),
+        "seconds_per_epoch": float(np.median(epoch_seconds)) if epoch_seconds else None,
+        "train_seconds": float(sum(r.get("seconds", 0.0) for r in results)),
+        "epochs": [r.get("epochs") for r in results],
+        "peak_memory_mb": peak_memory_mb,
+        "flags": run,
+        "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {platform.machine()}",
+    }
+    io.write_json(result_dir / "metrics.json", metrics)
+    io.write_json(result_dir / "config.json", saved)
+    line = format_summary_line(summary)
+    print(f"\n{run_id}: {line}\n{note}\nreport: {result_dir / 'report.xlsx'}")
+    return metrics
+
+
+_METRIC_KEYS = ("war", "uar", "macro_f1", "macro_precision", "macro_recall")
+
+
+def _fold_entry(result: dict) -> dict:
+    metrics = dict(result["metrics"])
+    metrics["confusion"] = np.asarray(metrics["confusion"])
+    entry = {"fold": result["fold"], "metrics": metrics,
+             "y_true": np.asarray(result["y_true"]), "y_pred": np.asarray(result["y_pred"])}
+    for key in ("epochs", "best_epoch", "seconds", "seconds_per_epoch", "n_train", "n_val",
+                "n_test"):
+        if key in result:
+            entry[key] = result[key]
+    return entry
+
+
+def predictions_frame(results: list[dict], class_names: list[str]) -> pd.DataFrame:
+    """One row per evaluated file: fold, file id, true and predicted label, probabilities."""
+    rows = []
+    for r in results:
+        probs = np.asarray(r["probs"])
+        for i, file_id in enumerate(r["file_ids"]):
+            row = {"fold": r["fold"], "file_id": file_id,
+                   "true": class_names[r["y_true"][i]], "pred": class_names[r["y_pred"][i]]}
+            row.update({f"p_{c}": round(float(p), 6) for c, p in zip(class_names, probs[i])})
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,205 @@
+"""Training CLI end to end on synthetic audio: folds, train/test/predict, resumption, errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from src.data_processing.run_data_processing import main as extract_main
+from src.training.data import SERData, length_sorted_batches, pad_sequences
+from src.training.experiment import make_folds, validation_split
+from src.training.main import main as train_main
+
+SR = 16000
+# EMODB letters -> a tone frequency: classes are separable by pitch.
+TONES = {"W": 220.0, "T": 660.0, "N": 1500.0}
+TINY = ["--filter_size", "8", "--kernel_size", "2", "--stack_size", "1", "--dilation_size", "3",
+        "--batch_size", "8", "--lr", "3e-3", "--patience", "0", "--verbose", "0"]
+
+
+def tone(freq: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    wave = 0.4 * np.sin(2 * np.pi * freq * t) + 0.2 * np.sin(2 * np.pi * 2 * freq * t)
+    return (wave + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def write_emodb_like(root: Path, speakers=("03", "08", "10", "11"), per_class=4,
+                     seed=0) -> Path:
+    """Files named like EMODB (SSTTTEV.wav) with pitch-coded emotions."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for speaker in speakers:
+        for letter, freq in TONES.items():
+            for k in range(per_class):
+                seconds = rng.uniform(0.6, 1.4)
+                jitter = freq * rng.uniform(0.95, 1.05)
+                sf.write(root / f"{speaker}a0{k}{letter}{'abcd'[k % 4]}.wav",
+                         tone(jitter, seconds, rng), SR)
+    return root
+
+
+@pytest.fixture(scope="module")
+def synthetic_features(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("synthetic")
+    raw = write_emodb_like(base / "raw")
+    features = base / "features"
+    code = extract_main(["--dataset", "EMODB", "--raw_dir", str(raw), "--features_root",
+                         str(features), "--features", "MFCC,LogMel", "--workers", "1"])
+    assert code == 0
+    return {"base": base, "raw": raw, "features": features}
+
+
+def cli(setup: dict, tmp: Path, *args: str) -> int:
+    return train_main(["--data", "EMODB", "--features_root", str(setup["features"]),
+                       "--results_root", str(tmp / "results"), "--models_root",
+                       str(tmp / "models"), *args])
+
+
+def fake_data(n=40, speakers=4, classes=3) -> SERData:
+    lengths = np.arange(n) % 7 + 3
+    meta = pd.DataFrame({"file_id": [f"f{i:03d}" for i in range(n)],
+                         "speaker": [f"s{i % speakers}" for i in range(n)],
+                         "label": [f"c{i % classes}" for i in range(n)]})
+    return SERData("X", {"MFCC": np.zeros((n, 9, 2), np.float32)}, lengths.astype(np.int32),
+                   (np.arange(n) % classes).astype(np.int32), [f"c{i}" for i in range(classes)],
+                   meta, {}, {})
+
+
+def test_kfold_splits_are_disjoint_and_cover_every_file():
+    data = fake_data()
+    folds = make_folds(data, "kfold", 5)
+    tests = np.concatenate([test for _, test in folds])
+    assert sorted(tests) == list(range(data.n))
+    for train, test in folds:
+        assert not set(train) & set(test)
+        fit, val = validation_split(data, train, "kfold", 0.2, seed=1)
+        assert not set(val) & set(test) and not set(fit) & set(val)
+        assert sorted(np.concatenate([fit, val])) == sorted(train)
+
+
+def test_loso_never_shares_a_speaker_between_train_and_test():
+    data = fake_data(speakers=5)
+    folds = make_folds(data, "loso", 10)
+    assert len(folds) == 5
+    for train, test in folds:
+        assert len(set(data.speakers[test])) == 1
+        assert not set(data.speakers[train]) & set(data.speakers[test])
+        fit, val = validation_split(data, train, "loso", 0.25, seed=0)
+        assert not set(data.speakers[val]) & set(data.speakers[fit])
+    grouped = make_folds(data, "loso", 10, loso_groups=2)
+    assert len(grouped) == 2
+
+
+def test_length_sorted_batches_cover_indices_once():
+    lengths = np.random.default_rng(0).integers(1, 100, size=53)
+    for rng in (None, np.random.default_rng(1)):
+        batches = length_sorted_batches(lengths, 8, rng)
+        assert sorted(np.concatenate(batches)) == list(range(53))
+    eval_batches = length_sorted_batches(lengths, 8, None)
+    flat = np.concatenate(eval_batches)
+    assert (np.diff(lengths[flat]) >= 0).all()
+
+
+def test_pad_sequences_keeps_values_and_zero_pads():
+    arrays = [np.ones((3, 2)), 2 * np.ones((5, 2))]
+    out = pad_sequences(arrays, np.array([3, 4]))
+    assert out.shape == (2, 4, 2)
+    assert (out[0, 3] == 0).all() and (out[0, :3] == 1).all() and (out[1] == 2).all()
+
+
+def test_train_test_predict_end_to_end(synthetic_features, tmp_path):
+    code = cli(synthetic_features, tmp_path, "--mode", "train", "--feature_type", "MFCC",
+               "--epoch", "25", "--split_fold", "3", "--run_id", "e2e", *TINY)
+    assert code == 0
+    metrics = json.loads((tmp_path / "results" / "e2e" / "metrics.json").read_text())
+    assert metrics["war_mean"] >= 0.8, metrics  # pitch-coded classes are easy
+    for name in ("report.xlsx", "predictions.csv", "confusion_matrix.png"):
+        assert (tmp_path / "results" / "e2e" / name).is_file()
+    book = pd.ExcelFile(tmp_path / "results" / "e2e" / "report.xlsx")
+    assert "summary" in book.sheet_names
+    model_dir = tmp_path / "models" / "EMODB" / "MFCC" / "e2e"
+    assert len(list(model_dir.glob("fold_*/model.keras"))) == 3
+
+    # --mode test reproduces the stored figures exactly
+    assert cli(synthetic_features, tmp_path, "--mode", "test", "--feature_type", "MFCC",
+               "--test_path", str(model_dir)) == 0
+    again = json.loads((tmp_path / "results" / "e2e-test" / "metrics.json").read_text())
+    assert again["war_mean"] == metrics["war_mean"]
+    assert again["uar_mean"] == metrics["uar_mean"]
+
+    # predict on a fresh wav at another sample rate: a 220 Hz tone is "angry" (W)
+    wav = tmp_path / "probe.wav"
+    rng = np.random.default_rng(5)
+    t = np.arange(int(1.0 * 22050)) / 22050
+    sf.write(wav, (0.4 * np.sin(2 * np.pi * 220 * t) + 0.2 * np.sin(2 * np.pi * 440 * t)
+                   + 0.01 * rng.standard_normal(len(t))).astype(np.float32), 22050)
+    out_csv = tmp_path / "preds.csv"
+    assert cli(synthetic_features, tmp_path, "--mode", "predict", "--test_path", str(model_dir),
+               "--audio", str(wav), "--output", str(out_csv)) == 0
+    table = pd.read_csv(out_csv)
+    assert table.loc[0, "emotion"] == "angry"
+    probs = table[["angry", "neutral", "sad"]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)
+
+
+def test_interrupted_run_resumes_at_first_unfinished_fold(synthetic_features, tmp_path, capsys):
+    args = ["--mode", "train", "--epoch", "2", "--split_fold", "3", "--run_id", "resume", *TINY]
+    assert cli(synthetic_features, tmp_path, *args, "--max_folds", "1") == 0
+    model_dir = tmp_path / "models" / "EMODB" / "MFCC" / "resume"
+    first = (model_dir / "fold_01" / "result.json").read_text()
+    capsys.readouterr()
+    assert cli(synthetic_features, tmp_path, *args) == 0
+    out = capsys.readouterr().out
+    assert "fold  1/3: already finished" in out
+    assert (model_dir / "fold_01" / "result.json").read_text() == first
+    assert (model_dir / "fold_03" / "result.json").exists()
+
+
+def test_same_seed_gives_identical_results(synthetic_features, tmp_path):
+    args = ["--mode", "train", "--epoch", "2", "--split_fold", "3", "--max_folds", "1", *TINY]
+    assert cli(synthetic_features, tmp_path, *args, "--run_id", "a") == 0
+    assert cli(synthetic_features, tmp_path, *args, "--run_id", "b") == 0
+    root = tmp_path / "models" / "EMODB" / "MFCC"
+    ra = json.loads((root / "a" / "fold_01" / "result.json").read_text())
+    rb = json.loads((root / "b" / "fold_01" / "result.json").read_text())
+    assert ra["probs"] == rb["probs"]
+    assert ra["history"]["loss"] == rb["history"]["loss"]
+
+
+def test_fusion_model_trains(synthetic_features, tmp_path):
+    assert cli(synthetic_features, tmp_path, "--mode", "train", "--feature_type", "FUSION",
+               "--epoch", "2", "--split_fold", "3", "--max_folds", "1", "--run_id", "fusion",
+               *TINY) == 0
+    config = json.loads((tmp_path / "models" / "EMODB" / "FUSION" / "fusion" /
+                         "config.json").read_text())
+    assert config["input_dims"] == {"MFCC": 40, "LogMel": 128}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode", "test"], "--test_path"),
+    (["--mode", "predict", "--test_path", "x"], "--audio"),
+    (["--epoch", "0"], "--epoch"),
+    (["--dropout", "1.5"], "--dropout"),
+])
+def test_bad_flags_exit_with_a_clear_line(args, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        train_main(args)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_features_and_models_give_one_line_errors(synthetic_features, tmp_path, capsys):
+    assert cli(synthetic_features, tmp_path, "--mode", "train", "--feature_type", "LogMel",
+               "--data", "RAVDESS") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "run_data_processing" in err
+    assert "Traceback" not in err
+    assert cli(synthetic_features, tmp_path, "--mode", "test", "--test_path",
+               str(tmp_path / "nothing")) == 2
+    assert "config.json" in capsys.readouterr().err
+    assert cli(synthetic_features, tmp_path, "--mode", "train", "--batch_size", "1000") == 2
+    assert "--batch_size" in capsys.readouterr().err
