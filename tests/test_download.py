@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import io
 import socket
 import threading
 import zipfile

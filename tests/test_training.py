@@ -13,34 +13,7 @@ from src.data_processing.run_data_processing import main as extract_main
 from src.training.data import SERData, length_sorted_batches, pad_sequences
 from src.training.experiment import make_folds, validation_split
 from src.training.main import main as train_main
-
-SR = 16000
-# EMODB letters -> a tone frequency: classes are separable by pitch.
-TONES = {"W": 220.0, "T": 660.0, "N": 1500.0}
-TINY = ["--filter_size", "8", "--kernel_size", "2", "--stack_size", "1", "--dilation_size", "3",
-        "--batch_size", "8", "--lr", "3e-3", "--patience", "0", "--verbose", "0"]
-
-
-def tone(freq: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
-    t = np.arange(int(seconds * SR)) / SR
-    wave = 0.4 * np.sin(2 * np.pi * freq * t) + 0.2 * np.sin(2 * np.pi * 2 * freq * t)
-    return (wave + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
-
-
-def write_emodb_like(root: Path, speakers=("03", "08", "10", "11"), per_class=4,
-                     seed=0) -> Path:
-    """Files named like EMODB (SSTTTEV.wav) with pitch-coded emotions."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    for speaker in speakers:
-        for letter, freq in TONES.items():
-            for k in range(per_class):
-                seconds = rng.uniform(0.6, 1.4)
-                jitter = freq * rng.uniform(0.95, 1.05)
-                sf.write(root / f"{speaker}a0{k}{letter}{'abcd'[k % 4]}.wav",
-                         tone(jitter, seconds, rng), SR)
-    return root
-
+from tests.synthetic import TINY, write_emodb_like
 
 @pytest.fixture(scope="module")
 def synthetic_features(tmp_path_factory) -> dict:

@@ -156,6 +156,7 @@ def finish_set(set_dir: Path, *, feature: str, dataset: str, config: ExtractionC
     write_json(set_dir / "config.json", {
         "feature": feature, "extraction": config.to_dict(), "hash": config.feature_hash(feature),
         "dataset": dataset, "n_files": int(len(metadata)), "created": created})
+    os.sync()  # arrays are written without per-file fsync: flush them before marking complete
     write_text(set_dir / COMPLETE, json.dumps({"completed": created, "timestamp": time.time(),
                                                "n_files": int(len(metadata))}) + "\n")
 

@@ -219,8 +219,9 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     timer = _epoch_timer()
     callbacks = [timer]
     if cfg.patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
-                                                       restore_best_weights=True))
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=cfg.monitor, mode="min" if "loss" in cfg.monitor else "max",
+            patience=cfg.patience, restore_best_weights=True))
     history = trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.epoch,
                           callbacks=callbacks, verbose=1 if cfg.verbose else 0,
                           shuffle=False)

@@ -9,7 +9,9 @@ import logging
 import os
 import sys
 
-from src.training.config import RunConfig
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+
+from src.training.config import RunConfig  # noqa: E402
 
 MODES = ("train", "test", "predict", "train-lmmd", "test-cross-corpus")
 PRESET_NAMES = ("default", "light")
@@ -139,7 +141,6 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
 
 
 def configure_runtime(cfg: RunConfig) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if cfg.threads:
         import tensorflow as tf
 
@@ -166,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(parser.parse_args(argv))
     validate(cfg, parser)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from src.training.errors import USER_ERRORS
 
     try:

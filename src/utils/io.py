@@ -17,8 +17,11 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = "", durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` when the block succeeds.
+
+    The rename alone makes the write atomic against a killed process; `durable` also fsyncs the
+    data first, which survives a power cut but costs a disk flush per file.
 
     `suffix` ends the temporary name with an extension that a writer insists on (openpyxl wants
     `.xlsx`, Keras `.keras`).
@@ -31,8 +34,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
         os.replace(tmp, target)
     finally:
@@ -40,9 +44,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             tmp.unlink()
 
 
-def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write `array` as .npy atomically."""
-    with atomic_path(path) as tmp:
+def save_npy(path: str | os.PathLike, array: np.ndarray, durable: bool = True) -> None:
+    """Write `array` as .npy atomically (see `atomic_path` for `durable`)."""
+    with atomic_path(path, durable=durable) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, array)
 
