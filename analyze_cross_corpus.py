@@ -1,7 +1,18 @@
-"""Compare cross-corpus runs (filled in by the experiment-tooling issue)."""
+"""Compare domain-adaptation methods (none/mmd/dann/lmmd) per direction over the train-lmmd runs
+(logic: src/utils/analysis.py).
+
+    python analyze_cross_corpus.py [--results_root results] [--data EMODB] [--feature_type MFCC]
+        [--since 2026-11-01] [--aggregate best-config|all] [--out results/analysis]
+
+Writes <out>/cross_corpus.csv, cross_corpus.md and plots/cross_corpus_*.png; exits 1 when no
+train-lmmd run matches.
+"""
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from src.utils.analysis import main_cross_corpus  # noqa: E402
 
 if __name__ == "__main__":
-    print("analyze_cross_corpus.py: not implemented yet (see the experiment-tooling issue); each "
-          "run's report is in results/<run-id>/report.xlsx and metrics.json", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(main_cross_corpus())

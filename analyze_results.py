@@ -1,8 +1,17 @@
-"""Collect every run under results/ into tables and plots (filled in by the experiment-tooling
-issue)."""
+"""Collect every results/<run-id>/metrics.json into one table, an Excel summary, plots and the
+Markdown tables (logic: src/utils/analysis.py).
+
+    python analyze_results.py [--results_root results] [--data EMODB] [--feature_type MFCC]
+        [--since 2026-11-01] [--kind train,train-lmmd] [--top 5] [--out results/analysis]
+
+Writes <out>/summary.xlsx, summary.csv, tables.md and plots/*.png; exits 1 when no run matches.
+"""
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from src.utils.analysis import main_results  # noqa: E402
 
 if __name__ == "__main__":
-    print("analyze_results.py: not implemented yet (see the experiment-tooling issue); each run's "
-          "report is in results/<run-id>/report.xlsx and metrics.json", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(main_results())

@@ -45,7 +45,7 @@ def write_run_report(result_dir: Path, run_id: str, saved: dict, results: list[d
             plot_training_curves(r["history"], result_dir / "curves" / f"fold_{r['fold']:02d}.png",
                                  title=f"{run_id} fold {r['fold']}")
     per_class = pd.DataFrame([f["metrics"]["per_class_recall"] for f in fold_results])
-    epoch_seconds = [r.get("seconds_per_epoch", 0.0) for r in results if r.get("epochs")]
+    epoch_seconds = [r["seconds_per_epoch"] for r in results if r.get("epochs")]
     metrics = {
         "run_id": run_id, "mode": run.get("mode"), "data": run.get("data"),
         "target_data": run.get("target_data") or None, "feature_type": run.get("feature_type"),
@@ -55,7 +55,7 @@ def write_run_report(result_dir: Path, run_id: str, saved: dict, results: list[d
         **{f"{k}_std": float(summary[k]["std"]) for k in _METRIC_KEYS},
         "per_class_recall": per_class.mean().to_dict(),
         "seconds_per_epoch": float(np.median(epoch_seconds)) if epoch_seconds else None,
-        "train_seconds": float(sum(r.get("seconds", 0.0) for r in results)),
+        "train_seconds": float(sum(r.get("seconds") or 0.0 for r in results)),
         "epochs": [r.get("epochs") for r in results],
         "peak_memory_mb": peak_memory_mb,
         "flags": run,

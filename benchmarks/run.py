@@ -1,0 +1,344 @@
+"""Run every benchmark and write benchmarks/results.json and benchmarks/RESULTS.md.
+
+    python -m benchmarks.run [--quick] [--threads N] [--accuracy [--dry_run]] [--skip_speed]
+
+Speed (default): feature extraction (benchmarks.bench_extraction), training
+(benchmarks.bench_training) and inference (benchmarks.bench_inference), each as a subprocess
+writing its own JSON (benchmarks/results_{extraction,training,inference}.json), then collected
+into benchmarks/results.json and benchmarks/RESULTS.md (tables, machine info, the commands).
+`--quick`: extraction with one worker and one repeat, training of the light preset on MFCC for 3
+epochs, inference of the light preset with n = 20 (a few minutes on 2 cores). When TensorFlow
+sees a GPU, training and inference run twice: on the CPU (CUDA_VISIBLE_DEVICES=-1, the numbers
+the targets refer to) and on the GPU (results_*_gpu.json); extraction uses no GPU.
+
+Accuracy (`--accuracy`, hours): extracts the features it needs, then runs every command of
+ACCURACY_RUNS (the README's accuracy settings) through `python -m src.training.main` with a fixed
+run id `bench-acc-<name>` (re-running resumes at the first unfinished fold), and collects each
+results/<run-id>/metrics.json into benchmarks/accuracy.md. `--dry_run` prints the commands and
+collects whatever metrics already exist without training anything.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent
+RESULTS_JSON = HERE / "results.json"
+RESULTS_MD = HERE / "RESULTS.md"
+ACCURACY_MD = HERE / "accuracy.md"
+RESULTS_ROOT = REPO_ROOT / "results"
+
+EXTRACTION_ARGS = {"quick": ["--workers", "1", "--repeats", "1"], "full": []}
+TRAINING_ARGS = {"quick": ["--presets", "light", "--features", "MFCC", "--epochs", "3"],
+                 "full": ["--presets", "light", "default", "--features", "MFCC", "FUSION",
+                          "--epochs", "4"]}
+INFERENCE_ARGS = {"quick": ["--preset", "light", "--n", "20"],
+                  "full": ["--preset", "light", "default", "--n", "50"]}
+
+# The README's accuracy settings: light preset, lr 1e-3, 150 epochs, patience 30 on val accuracy.
+ACCURACY_FLAGS = ["--preset", "light", "--lr", "1e-3", "--epoch", "150", "--patience", "30",
+                  "--monitor", "val_accuracy", "--verbose", "0"]
+ACCURACY_PREP = [
+    ["-m", "src.data_processing.run_data_processing", "--dataset", "EMODB",
+     "--features", "MFCC,LogMel"],
+    ["-m", "src.data_processing.run_data_processing", "--dataset", "RAVDESS",
+     "--features", "MFCC,LogMel"],
+]
+_TRAIN = ["--mode", "train"]
+_LMMD = ["--mode", "train-lmmd", "--feature_type", "MFCC"]
+ACCURACY_RUNS: list[dict] = [
+    {"name": "emodb-mfcc-kfold",
+     "args": _TRAIN + ["--data", "EMODB", "--feature_type", "MFCC", "--protocol", "kfold"]},
+    {"name": "ravdess-mfcc-kfold",
+     "args": _TRAIN + ["--data", "RAVDESS", "--feature_type", "MFCC", "--protocol", "kfold"]},
+    {"name": "emodb-mfcc-loso",
+     "args": _TRAIN + ["--data", "EMODB", "--feature_type", "MFCC", "--protocol", "loso"]},
+    {"name": "emodb-fusion-kfold",
+     "args": _TRAIN + ["--data", "EMODB", "--feature_type", "FUSION", "--protocol", "kfold"]},
+    {"name": "ravdess-fusion-kfold",
+     "args": _TRAIN + ["--data", "RAVDESS", "--feature_type", "FUSION", "--protocol", "kfold"]},
+    {"name": "emodb-fusion-loso",
+     "args": _TRAIN + ["--data", "EMODB", "--feature_type", "FUSION", "--protocol", "loso"]},
+    {"name": "emodb-to-ravdess-none",
+     "args": _LMMD + ["--data", "EMODB", "--target_data", "RAVDESS", "--da_method", "none"]},
+    {"name": "emodb-to-ravdess-lmmd",
+     "args": _LMMD + ["--data", "EMODB", "--target_data", "RAVDESS", "--da_method", "lmmd"]},
+    {"name": "ravdess-to-emodb-none",
+     "args": _LMMD + ["--data", "RAVDESS", "--target_data", "EMODB", "--da_method", "none"]},
+    {"name": "ravdess-to-emodb-lmmd",
+     "args": _LMMD + ["--data", "RAVDESS", "--target_data", "EMODB", "--da_method", "lmmd"]},
+]
+
+
+def accuracy_command(run: dict) -> list[str]:
+    """argv (after the interpreter) of one accuracy run, with its fixed run id."""
+    return ["-m", "src.training.main", *run["args"], *ACCURACY_FLAGS,
+            "--run_id", f"bench-acc-{run['name']}"]
+
+
+def show(argv: list[str]) -> str:
+    """A command as a person would type it (`python -m ...`)."""
+    return "python " + " ".join(shlex.quote(a) for a in argv)
+
+
+# ---------------------------------------------------------------------------- speed
+def speed_commands(quick: bool, threads: int = 0) -> list[tuple[str, list[str]]]:
+    """(name, argv after the interpreter) of the three speed benchmarks."""
+    mode = "quick" if quick else "full"
+    extra = ["--threads", str(threads)] if threads else []
+    return [("extraction", ["-m", "benchmarks.bench_extraction", *EXTRACTION_ARGS[mode]]),
+            ("training", ["-m", "benchmarks.bench_training", *TRAINING_ARGS[mode], *extra]),
+            ("inference", ["-m", "benchmarks.bench_inference", *INFERENCE_ARGS[mode], *extra])]
+
+
+def tf_devices() -> dict:
+    """TensorFlow version and visible GPUs, asked in a subprocess (this process stays TF-free)."""
+    code = ("import os, json; os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3'); "
+            "import tensorflow as tf; print(json.dumps({'tensorflow': tf.__version__, "
+            "'gpus': [d.name for d in tf.config.list_physical_devices('GPU')]}))")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             cwd=REPO_ROOT, timeout=300, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError) as err:
+        return {"tensorflow": None, "gpus": [], "error": str(err)}
+
+
+def machine_info(devices: dict) -> dict:
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gib = None
+    try:
+        memory_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {"cpu_count": os.cpu_count(), "cpu_model": cpu_model, "memory_gib": memory_gib,
+            "platform": platform.platform(), "python": sys.version.split()[0],
+            "tensorflow": devices.get("tensorflow"), "gpus": devices.get("gpus", []),
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def output_path(name: str, device: str) -> Path:
+    suffix = "" if device == "cpu" else f"_{device}"
+    return HERE / f"results_{name}{suffix}.json"
+
+
+def run_speed(quick: bool, threads: int, devices: dict) -> dict:
+    """Run the benchmarks (CPU, and GPU when visible); returns what goes into results.json."""
+    targets = ["cpu"] + (["gpu"] if devices.get("gpus") else [])
+    collected = {"commands": [], "failures": [], "extraction": None,
+                 "training": {}, "inference": {}}
+    for name, argv in speed_commands(quick, threads):
+        for device in (["cpu"] if name == "extraction" else targets):
+            env = dict(os.environ)
+            out = output_path(name, device)
+            argv_here = list(argv)
+            if name != "extraction":
+                argv_here += ["--output", str(out.relative_to(REPO_ROOT))]  # cwd: REPO_ROOT
+            hide_gpu = device == "cpu" and name != "extraction" and bool(devices.get("gpus"))
+            if hide_gpu:
+                env["CUDA_VISIBLE_DEVICES"] = "-1"
+            text = ("CUDA_VISIBLE_DEVICES=-1 " if hide_gpu else "") + show(argv_here)
+            print(f"\n== {name} ({device}): {text}", flush=True)
+            start = time.perf_counter()
+            status = subprocess.run([sys.executable, *argv_here], cwd=REPO_ROOT, env=env)
+            seconds = round(time.perf_counter() - start, 1)
+            collected["commands"].append({"benchmark": name, "device": device,
+                                          "command": text, "seconds": seconds,
+                                          "returncode": status.returncode})
+            if status.returncode != 0 or not out.exists():
+                collected["failures"].append(f"{name} ({device}): exit {status.returncode}")
+                continue
+            data = json.loads(out.read_text())
+            if name == "extraction":
+                collected["extraction"] = data
+            else:
+                collected[name][device] = data
+    return collected
+
+
+def extraction_table(data: dict) -> str:
+    lines = ["| features | workers | seconds | x real time | x real time per CPU s |",
+             "|---|---|---|---|---|"]
+    for row in data.get("results", []):
+        lines.append(f"| {row['features']} | {row['workers']} | {row['seconds']:.2f} | "
+                     f"{row['x_real_time']:.0f} | {row['x_real_time_per_cpu']:.0f} |")
+    return "\n".join(lines)
+
+
+def render_markdown(results: dict) -> str:
+    """RESULTS.md from the collected results."""
+    m = results["machine"]
+    gpus = ", ".join(m.get("gpus") or []) or "none visible to TensorFlow"
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `python -m benchmarks.run{' --quick' if results.get('quick') else ''}` on "
+        f"{m['date']}. Wall-clock figures depend on what else runs on the machine: the load "
+        f"average at the start was {m['load_average'][0]:.2f}.",
+        "",
+        "| machine | |",
+        "|---|---|",
+        f"| CPU cores | {m['cpu_count']} |",
+        f"| CPU | {m.get('cpu_model') or '-'} |",
+        f"| memory | {m.get('memory_gib') or '-'} GiB |",
+        f"| platform | {m['platform']} |",
+        f"| Python / TensorFlow | {m['python']} / {m.get('tensorflow') or '-'} |",
+        f"| GPU | {gpus} |",
+        f"| date | {m['date']} |",
+        "",
+        "## Commands",
+        "",
+    ]
+    for c in results.get("commands", []):
+        status = "" if c["returncode"] == 0 else f" (failed: exit {c['returncode']})"
+        lines.append(f"- `{c['command']}` ({c['device']}, {c['seconds']:.0f} s){status}")
+    if results.get("failures"):
+        lines += ["", "**Failed:** " + "; ".join(results["failures"])]
+    extraction = results.get("extraction")
+    if extraction:
+        lines += ["", "## Feature extraction", "",
+                  f"{extraction['dataset']}: {extraction['n_files']} files, "
+                  f"{extraction['audio_seconds']:.0f} s of audio; best of "
+                  f"{extraction['repeats']} run(s); x real time = audio seconds / wall seconds.",
+                  "", extraction_table(extraction)]
+    for device, data in results.get("training", {}).items():
+        lines += ["", f"## Training ({device.upper()})", "",
+                  f"{data['dataset']}, batch {data['batch_size']}, {data['epochs']} epochs per "
+                  f"run: s/epoch is the median of epochs 2..{data['epochs']} (epoch 1, with "
+                  f"tracing, apart); ours = `fit_model` (tf.data, length-sorted batches padded "
+                  f"per batch); baseline = eager GradientTape loop over shuffled batches padded "
+                  f"to the corpus' longest utterance. Peak memory is each configuration's own "
+                  f"process (ru_maxrss). Threads: {data['threads'] or 'all'}.", "",
+                  data["markdown"], "",
+                  f"10-fold estimate: `{data['kfold_formula']}`, in hours, for E = "
+                  f"{', '.join(str(e) for e in data['kfold_epochs'])} (an upper end: early "
+                  f"stopping usually ends folds sooner; evaluation not counted)."]
+    for device, data in results.get("inference", {}).items():
+        lines += ["", f"## Inference ({device.upper()})", "",
+                  f"Per utterance, median (p90) of {data['n']} calls after {data['warmup']} "
+                  f"warm-up calls; wav: {data['wav']}; randomly initialised MFCC models "
+                  f"(weights do not change the timing). Targets: model < "
+                  f"{data['targets_ms']['model']:.0f} ms, features + model < "
+                  f"{data['targets_ms']['features_model']:.0f} ms on CPU.", "",
+                  data["markdown"]]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- accuracy
+def collect_accuracy(results_root: Path = RESULTS_ROOT) -> tuple[list[dict], str]:
+    """Rows and Markdown of every ACCURACY_RUNS run that has a metrics.json."""
+    rows = []
+    for run in ACCURACY_RUNS:
+        run_id = f"bench-acc-{run['name']}"
+        path = Path(results_root) / run_id / "metrics.json"
+        row = {"name": run["name"], "run_id": run_id, "command": show(accuracy_command(run))}
+        if path.exists():
+            metrics = json.loads(path.read_text())
+            row.update({k: metrics.get(k) for k in (
+                "war_mean", "war_std", "uar_mean", "uar_std", "macro_f1_mean", "macro_f1_std",
+                "n_folds", "seconds_per_epoch", "epochs", "finished")})
+            source = metrics.get("source") or {}
+            row["source_uar_mean"] = source.get("uar_mean")
+        rows.append(row)
+
+    def pct(row, key):
+        mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
+        if mean is None:
+            return "-"
+        return f"{100 * mean:.2f} ± {100 * (std or 0):.2f}"
+
+    lines = ["# Accuracy", "",
+             "Commands of `benchmarks.run.ACCURACY_RUNS` (WAR, UAR, macro-F1 in %, mean ± std "
+             "over folds; cross-corpus runs: on the whole target corpus, with the held-out "
+             "source folds' UAR beside).", "",
+             "| run | WAR | UAR | macro-F1 | source UAR | folds | s/epoch | command |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "war_mean" not in r:
+            lines.append(f"| {r['name']} | not run | | | | | | `{r['command']}` |")
+            continue
+        source = f"{100 * r['source_uar_mean']:.2f}" if r.get("source_uar_mean") is not None \
+            else "-"
+        spe = f"{r['seconds_per_epoch']:.2f}" if r.get("seconds_per_epoch") else "-"
+        lines.append(f"| {r['name']} | {pct(r, 'war')} | {pct(r, 'uar')} | "
+                     f"{pct(r, 'macro_f1')} | {source} | {r.get('n_folds')} | {spe} | "
+                     f"`{r['command']}` |")
+    return rows, "\n".join(lines) + "\n"
+
+
+def run_accuracy(dry_run: bool, results_root: Path = RESULTS_ROOT) -> list[str]:
+    """Extract features, run ACCURACY_RUNS, write accuracy.md; returns the failed commands."""
+    failures = []
+    env = dict(os.environ)
+    shared = REPO_ROOT.parent / "shared" / "data"
+    if not env.get("SER_DATA_ROOT") and shared.is_dir():
+        env["SER_DATA_ROOT"] = str(shared)  # as scripts/env.sh does
+    for argv in ACCURACY_PREP + [accuracy_command(r) for r in ACCURACY_RUNS]:
+        print(f"\n== {show(argv)}", flush=True)
+        if dry_run:
+            continue
+        status = subprocess.run([sys.executable, *argv], cwd=REPO_ROOT, env=env)
+        if status.returncode != 0:
+            failures.append(f"{show(argv)}: exit {status.returncode}")
+    rows, text = collect_accuracy(results_root)
+    ACCURACY_MD.write_text(text)
+    print(f"\n{text}\nwrote {ACCURACY_MD}")
+    if failures:
+        print("failed:\n  " + "\n  ".join(failures), file=sys.stderr)
+    return failures
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="light preset, MFCC, 3 epochs, n = 20 (minutes)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow threads for training and inference (0 = all cores)")
+    parser.add_argument("--accuracy", action="store_true",
+                        help="also run ACCURACY_RUNS (hours) and write benchmarks/accuracy.md")
+    parser.add_argument("--dry_run", action="store_true",
+                        help="with --accuracy: print the commands, only collect metrics")
+    parser.add_argument("--skip_speed", action="store_true", help="no speed benchmarks")
+    args = parser.parse_args(argv)
+
+    status = 0
+    if not args.skip_speed:
+        start = time.perf_counter()
+        devices = tf_devices()
+        if devices.get("gpus"):
+            print(f"GPU visible to TensorFlow: {', '.join(devices['gpus'])}; training and "
+                  f"inference run on the CPU and then on the GPU")
+        results = {"machine": machine_info(devices), "quick": args.quick,
+                   "threads": args.threads}
+        results.update(run_speed(args.quick, args.threads, devices))
+        results["seconds"] = round(time.perf_counter() - start, 1)
+        from src.utils.io import write_json
+
+        write_json(RESULTS_JSON, results)
+        RESULTS_MD.write_text(render_markdown(results))
+        print(f"\nwrote {RESULTS_JSON} and {RESULTS_MD} ({results['seconds']:.0f} s)")
+        status = 1 if results["failures"] else 0
+    if args.accuracy:
+        status = 1 if run_accuracy(args.dry_run) or status else 0
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

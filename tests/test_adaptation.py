@@ -1,0 +1,103 @@
+"""Cross-corpus CLI: train-lmmd on synthetic corpora, target labels unused, test-cross-corpus."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src.data_processing.run_data_processing import main as extract_main
+from src.training.main import main as train_main
+from tests.synthetic import TINY, write_emodb_like, write_shifted_manifest
+
+TARGET = "SHIFTED"
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory) -> Path:
+    """EMODB-named source and a pitch-shifted, noisier CSV target, features extracted."""
+    base = tmp_path_factory.mktemp("da")
+    source = write_emodb_like(base / "source")
+    manifest = write_shifted_manifest(base / "target", scale=1.1, noise=0.03)
+    features = base / "features"
+    assert extract_main(["--dataset", "EMODB", "--raw_dir", str(source), "--features_root",
+                         str(features), "--workers", "1", "--no_progress"]) == 0
+    assert extract_main(["--dataset", "CSV", "--manifest", str(manifest), "--name", TARGET,
+                         "--features_root", str(features), "--workers", "1",
+                         "--no_progress"]) == 0
+    return features
+
+
+def run(features: Path, out: Path, *args: str) -> int:
+    return train_main(["--data", "EMODB", "--target_data", TARGET, "--features_root",
+                       str(features), "--results_root", str(out / "results"), "--models_root",
+                       str(out / "models"), *args])
+
+
+def fold_weights(out: Path, run_id: str) -> list[np.ndarray]:
+    import keras
+
+    import src.models.layers  # noqa: F401
+
+    model = keras.models.load_model(out / "models" / "EMODB" / "MFCC" / run_id / "fold_01" /
+                                    "model.keras")
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def permute_target_labels(features: Path, dest: Path, seed: int = 3) -> Path:
+    """Copy of the feature store whose target metadata has its labels shuffled."""
+    shutil.copytree(features, dest)
+    for meta in (dest / TARGET).glob("*/*/metadata.csv"):
+        frame = pd.read_csv(meta)
+        shuffled = np.random.default_rng(seed).permutation(frame["label"].to_numpy())
+        assert (shuffled != frame["label"].to_numpy()).any()
+        frame["label"] = shuffled
+        frame.to_csv(meta, index=False)
+    return dest
+
+
+@pytest.mark.parametrize("method", ["lmmd", "dann"])
+def test_target_labels_are_never_read_in_training(corpora, tmp_path, method):
+    args = ["--mode", "train-lmmd", "--da_method", method, "--epoch", "2", "--split_fold", "3",
+            "--max_folds", "1", "--run_id", "same", *TINY]
+    permuted = permute_target_labels(corpora, tmp_path / "permuted")
+    assert run(corpora, tmp_path / "a", *args) == 0
+    assert run(permuted, tmp_path / "b", *args) == 0
+    for wa, wb in zip(fold_weights(tmp_path / "a", "same"), fold_weights(tmp_path / "b", "same")):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_train_lmmd_writes_target_and_source_reports(corpora, tmp_path):
+    assert run(corpora, tmp_path, "--mode", "train-lmmd", "--epoch", "2", "--split_fold", "3",
+               "--max_folds", "2", "--run_id", "da", "--visualize", *TINY) == 0
+    result = tmp_path / "results" / "da"
+    metrics = json.loads((result / "metrics.json").read_text())
+    assert metrics["target_data"] == TARGET and metrics["da_method"] == "lmmd"
+    assert metrics["n_folds"] == 2
+    assert metrics["class_names"] == ["angry", "neutral", "sad"]
+    predictions = pd.read_csv(result / "predictions.csv")
+    assert len(predictions) == 2 * 18  # every target file, once per fold
+    assert (result / "source" / "report.xlsx").is_file()
+    for name in ("report.xlsx", "tsne_before.png", "tsne_after.png"):
+        assert (result / name).is_file()
+    history = json.loads((tmp_path / "models" / "EMODB" / "MFCC" / "da" / "fold_01" /
+                          "result.json").read_text())["history"]
+    assert {"cls_loss", "da_loss", "lambda"} <= set(history)
+    assert history["lambda"][0] < history["lambda"][-1] <= 1.0
+
+    # the adapted models evaluate on the target corpus through test-cross-corpus as well
+    model_dir = tmp_path / "models" / "EMODB" / "MFCC" / "da"
+    assert run(corpora, tmp_path, "--mode", "test-cross-corpus", "--test_path",
+               str(model_dir)) == 0
+    again = json.loads((tmp_path / "results" / "da-on-SHIFTED" / "metrics.json").read_text())
+    assert again["war_mean"] == pytest.approx(metrics["war_mean"], abs=1e-9)
+
+
+def test_label_set_outside_the_shared_labels_is_a_clear_error(corpora, tmp_path, capsys):
+    assert run(corpora, tmp_path, "--mode", "train-lmmd", "--label_set", "angry,boredom",
+               *TINY) == 2
+    err = capsys.readouterr().err
+    assert "--label_set" in err and "boredom" in err and "Traceback" not in err

@@ -1,0 +1,219 @@
+"""The benchmark helpers compute what they claim, on tiny inputs (no timing asserts)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import bench_inference, bench_training, run
+from src.training.data import PAD_MULTIPLE, SERData, length_sorted_batches
+
+# A tiny network: a few hundred weights, traced in seconds.
+TINY = dict(filter_size=4, kernel_size=2, stack_size=1, dilation_size=2, n_heads=1,
+            head_units=(8,), use_attention=False, use_dtpm=False, fusion_width=8)
+
+
+def tiny_data(n=21, dim=3, classes=3, seed=0) -> SERData:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(4, 40, size=n).astype(np.int32)
+    t_max = int(lengths.max())
+    x = rng.standard_normal((n, t_max, dim)).astype(np.float32)
+    x[np.arange(t_max)[None, :] >= lengths[:, None]] = 0.0
+    meta = pd.DataFrame({"file_id": [f"f{i:02d}" for i in range(n)],
+                         "speaker": [f"s{i % 3}" for i in range(n)],
+                         "label": [f"c{i % classes}" for i in range(n)]})
+    return SERData("X", {"MFCC": x}, lengths, (np.arange(n) % classes).astype(np.int32),
+                   [f"c{i}" for i in range(classes)], meta, {}, {})
+
+
+# ---------------------------------------------------------------------------- training helpers
+def test_baseline_batches_cover_every_file_once_in_ceil_n_over_b_batches():
+    batches = bench_training.baseline_batches(21, 8, np.random.default_rng(0))
+    assert [len(b) for b in batches] == [8, 8, 5]
+    assert len(batches) == bench_training.steps_per_epoch(21, 8) == 3
+    assert sorted(np.concatenate(batches).tolist()) == list(range(21))
+
+
+def test_padded_frames_fixed_padding_versus_per_batch_padding():
+    lengths = np.array([3, 10, 17, 40])
+    batches = [np.array([0, 1]), np.array([2, 3])]
+    # baseline: every row padded to the corpus maximum
+    assert bench_training.padded_frames(lengths, batches, pad_to=40) == 4 * 40
+    # ours: each batch to its longest member rounded up to 16, capped at the array width
+    assert bench_training.padded_frames(lengths, batches, multiple=16) == 2 * 16 + 2 * 48
+    assert bench_training.padded_frames(lengths, batches, multiple=16, max_frames=40) \
+        == 2 * 16 + 2 * 40
+
+
+def test_kfold_estimate_is_folds_times_epochs_times_seconds():
+    est = bench_training.kfold_estimate(3.6)
+    assert est == {"E30": 10 * 30 * 3.6 / 3600, "E100": 1.0, "E300": 3.0}
+    assert bench_training.kfold_estimate(7.2, epochs=(50,), folds=5) == {"E50": 0.5}
+
+
+def test_summarise_epochs_sets_the_first_epoch_apart():
+    s = bench_training.summarise_epochs([30.0, 2.0, 4.0, 3.0])
+    assert s["first_epoch_seconds"] == 30.0
+    assert s["seconds_per_epoch"] == 3.0
+    assert (s["min_seconds"], s["max_seconds"]) == (2.0, 4.0)
+    assert bench_training.summarise_epochs([5.0])["seconds_per_epoch"] == 5.0
+
+
+def test_train_config_takes_the_architecture_of_the_preset():
+    from src.models.model import PRESETS
+    from src.training.experiment import model_config_from
+
+    for preset in ("light", "default"):
+        cfg = bench_training.train_config(preset, epochs=3)
+        assert model_config_from(cfg) == PRESETS[preset]
+        assert (cfg.epoch, cfg.batch_size, cfg.patience) == (3, 32, 0)
+
+
+def test_ours_and_baseline_run_the_same_steps_and_both_train():
+    from src.models.model import ModelConfig
+
+    data = tiny_data()
+    cfg = bench_training.train_config("light", epochs=2, batch_size=8)
+    steps = 2 * bench_training.steps_per_epoch(data.n, 8)
+    results = {}
+    for name, runner in (("ours", bench_training.run_ours),
+                         ("baseline", bench_training.run_baseline)):
+        model = bench_training.build_compiled(data, cfg, seed=1, model_config=ModelConfig(**TINY))
+        before = [w.copy() for w in model.get_weights()]
+        results[name] = runner(model, data, cfg, seed=1)
+        after = model.get_weights()
+        assert any(not np.allclose(a, b) for a, b in zip(before, after)), name
+        assert np.isfinite(results[name]["final_loss"]), name
+        assert len(results[name]["epoch_seconds"]) == 2, name
+    assert results["ours"]["steps"] == results["baseline"]["steps"] == steps
+    assert results["ours"]["steps_per_epoch"] == results["baseline"]["steps_per_epoch"] == 3
+    t_max = data.streams["MFCC"].shape[1]
+    assert results["baseline"]["padded_frames_per_epoch"] == data.n * t_max
+    batches = length_sorted_batches(data.lengths, 8, np.random.default_rng(1))
+    assert results["ours"]["padded_frames_per_epoch"] == bench_training.padded_frames(
+        data.lengths, batches, multiple=PAD_MULTIPLE, max_frames=t_max)
+
+
+def test_comparison_rows_and_table():
+    runs = [{"preset": "light", "feature": "MFCC", "path": p, "seconds_per_epoch": s,
+             "first_epoch_seconds": 10.0, "peak_rss_mb": 100.0, "frames_per_second": 1000.0}
+            for p, s in (("ours", 2.0), ("baseline", 8.0))]
+    rows = bench_training.comparison_rows(runs)
+    assert len(rows) == 1 and rows[0]["speedup"] == 4.0
+    assert rows[0]["kfold_hours_ours"]["E300"] == round(10 * 300 * 2.0 / 3600, 3)
+    table = bench_training.markdown_table(rows)
+    assert "| light | MFCC | 2.00 | 8.00 | 4.00x |" in table
+    assert all(line.count("|") == table.splitlines()[0].count("|")
+               for line in table.splitlines())
+
+
+# ---------------------------------------------------------------------------- inference helpers
+def test_latency_stats_and_time_calls_count_calls():
+    stats = bench_inference.latency_stats([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert stats["median_ms"] == 3.0 and stats["min_ms"] == 1.0 and stats["n"] == 5
+    assert stats["p90_ms"] == pytest.approx(np.percentile([1, 2, 3, 4, 100], 90))
+    calls = []
+    timed = bench_inference.time_calls(lambda: calls.append(1), n=7, warmup=2)
+    assert len(calls) == 9 and timed["n"] == 7
+
+
+def test_make_inputs_is_a_3_second_batch():
+    x = bench_inference.make_inputs(4)
+    assert x["MFCC"].shape == (4, 150, 40) and x["MFCC"].dtype == np.float32
+    assert x["length"].tolist() == [150] * 4
+
+
+def test_synthetic_wav_gives_150_frames(tmp_path, monkeypatch):
+    from src.data_processing.config import ExtractionConfig
+    from src.data_processing.features import extract_file
+
+    monkeypatch.setattr(bench_inference, "EMODB_WAV", tmp_path / "absent")
+    path, note = bench_inference.pick_wav(tmp_path)
+    assert "synthetic" in note and path.exists()
+    mfcc = extract_file(path, ExtractionConfig(), ["MFCC"])["MFCC"]
+    assert mfcc.shape == (151, 40)  # 1 + 48000 // 320
+    inputs = bench_inference.features_to_inputs(mfcc)
+    assert inputs["MFCC"].shape == (1, 151, 40) and inputs["length"].tolist() == [151]
+
+
+def test_compiled_call_matches_the_model_for_any_batch_and_length():
+    import keras
+
+    from src.models.model import ModelConfig, build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model({"MFCC": 5}, 3, ModelConfig(**TINY))
+    call = bench_inference.compiled_call(model, dim=5)
+    for batch, frames in ((1, 12), (3, 20)):
+        x = bench_inference.make_inputs(batch, frames=frames, dim=5)
+        np.testing.assert_allclose(call(x).numpy(), model(x, training=False).numpy(),
+                                   atol=1e-5)
+    assert call.experimental_get_tracing_count() == 1  # fixed signature: one trace
+
+
+# ---------------------------------------------------------------------------- run.py
+def test_accuracy_runs_parse_with_the_training_cli():
+    from src.training.main import build_parser, config_from_args
+
+    parser = build_parser()
+    ids = set()
+    for entry in run.ACCURACY_RUNS:
+        argv = run.accuracy_command(entry)
+        assert argv[:2] == ["-m", "src.training.main"]
+        cfg = config_from_args(parser.parse_args(argv[2:]))
+        assert (cfg.preset, cfg.lr, cfg.epoch, cfg.patience, cfg.monitor) == \
+            ("light", 1e-3, 150, 30, "val_accuracy")
+        assert cfg.filter_size == 39  # the light preset's architecture
+        ids.add(cfg.run_id)
+    assert len(ids) == len(run.ACCURACY_RUNS)
+    modes = [(e["args"][1], e["args"][e["args"].index("--data") + 1]) for e in run.ACCURACY_RUNS]
+    assert ("train-lmmd", "EMODB") in modes and ("train-lmmd", "RAVDESS") in modes
+
+
+def test_quick_speed_commands():
+    commands = dict(run.speed_commands(quick=True, threads=1))
+    assert commands["training"][:2] == ["-m", "benchmarks.bench_training"]
+    training = " ".join(commands["training"])
+    assert "--presets light" in training and "--features MFCC" in training
+    assert "--epochs 3" in training and "--threads 1" in training
+    assert "--n 20" in " ".join(commands["inference"])
+    assert "--threads" not in commands["extraction"]
+
+
+def test_collect_accuracy_reads_metrics(tmp_path):
+    entry = run.ACCURACY_RUNS[0]
+    folder = tmp_path / f"bench-acc-{entry['name']}"
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps(
+        {"war_mean": 0.8, "war_std": 0.02, "uar_mean": 0.75, "uar_std": 0.03,
+         "macro_f1_mean": 0.74, "macro_f1_std": 0.01, "n_folds": 10,
+         "seconds_per_epoch": 1.5}))
+    rows, text = run.collect_accuracy(tmp_path)
+    assert rows[0]["war_mean"] == 0.8 and "war_mean" not in rows[1]
+    assert f"| {entry['name']} | 80.00 ± 2.00 | 75.00 ± 3.00 | 74.00 ± 1.00 |" in text
+    assert text.count("not run") == len(run.ACCURACY_RUNS) - 1
+
+
+def test_render_markdown_has_machine_info_commands_and_tables():
+    results = {
+        "machine": {"cpu_count": 2, "cpu_model": "x", "memory_gib": 4.0, "platform": "Linux",
+                    "python": "3.11", "tensorflow": "2.20", "gpus": [], "date": "2026-01-01",
+                    "load_average": [1.0, 1.0, 1.0]},
+        "quick": True, "failures": [],
+        "commands": [{"benchmark": "training", "device": "cpu", "seconds": 5.0,
+                      "returncode": 0, "command": "python -m benchmarks.bench_training"}],
+        "extraction": {"dataset": "EMODB", "n_files": 535, "audio_seconds": 1487.0,
+                       "repeats": 1, "results": [{"features": "MFCC", "workers": 1,
+                                                  "seconds": 1.0, "x_real_time": 1487.0,
+                                                  "x_real_time_per_cpu": 1400.0}]},
+        "training": {"cpu": {"dataset": "EMODB", "batch_size": 32, "epochs": 3, "threads": 0,
+                             "markdown": "| T |", "kfold_formula": "F", "kfold_epochs": [30]}},
+        "inference": {"cpu": {"n": 20, "warmup": 3, "wav": "w", "markdown": "| I |",
+                              "targets_ms": {"model": 10.0, "features_model": 30.0}}},
+    }
+    text = run.render_markdown(results)
+    for piece in ("CPU cores | 2", "python -m benchmarks.bench_training", "| MFCC | 1 | 1.00 |",
+                  "## Training (CPU)", "| T |", "## Inference (CPU)", "| I |", "2026-01-01"):
+        assert piece in text
