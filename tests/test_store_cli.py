@@ -118,16 +118,20 @@ def test_new_settings_make_a_new_set_and_selection(tmp_path, make_wav, capsys):
     second = set_dir(root, "MFCC", ExtractionConfig(n_mfcc=20))
     assert first != second and first.parent == second.parent
     assert "LogMel: 6 ok, 0 failed, 6 reused" in out   # n_mfcc does not change LogMel
-    assert load_feature_set("EMODB", "MFCC", root).arrays[0].shape[1] == 20   # newest
-    assert load_feature_set("EMODB", "mfcc", root, config_hash=first.name).arrays[0].shape[1] == 40
-    (second / "COMPLETE").unlink()   # an unfinished set is never used
+    # the default-settings set wins over a newer one; an explicit hash picks any set
     assert load_feature_set("EMODB", "MFCC", root).path == first
+    assert load_feature_set("EMODB", "mfcc", root, config_hash=second.name).arrays[0].shape[1] == 20
+    time.sleep(0.01)
+    assert main(base + ["--n_mfcc", "13"]) == 0
+    third = set_dir(root, "MFCC", ExtractionConfig(n_mfcc=13))
+    (first / "COMPLETE").unlink()   # an unfinished set is never used; then the newest wins
+    assert load_feature_set("EMODB", "MFCC", root).path == third
 
     with pytest.raises(FeatureSetNotFound) as info:
         load_feature_set("RAVDESS", "MFCC", root)
     assert ("python -m src.data_processing.run_data_processing --dataset RAVDESS --features MFCC"
             in str(info.value))
-    with pytest.raises(FeatureSetNotFound, match=first.name):
+    with pytest.raises(FeatureSetNotFound, match=second.name):
         load_feature_set("EMODB", "MFCC", root, config_hash="deadbeef")
 
 

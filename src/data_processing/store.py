@@ -199,8 +199,13 @@ def _find_set(dataset: str, feature: str, features_root, config_hash: str | None
         raise FeatureSetNotFound(f"no complete {feature} features for {dataset.upper()} in "
                                  f"{parent}. Run: {command}")
     if len(sets) > 1:
-        log.info("%s %s: %d complete feature sets (%s); using the most recently completed, %s",
-                 dataset.upper(), feature, len(sets), ", ".join(p.name for p in sets), sets[0].name)
+        default = ExtractionConfig().feature_hash(feature)
+        chosen = next((p for p in sets if p.name == default), sets[0])
+        log.info("%s %s: %d complete feature sets (%s); using %s (%s); pick another with its "
+                 "hash", dataset.upper(), feature, len(sets), ", ".join(p.name for p in sets),
+                 chosen.name, "default settings" if chosen.name == default
+                 else "the most recently completed")
+        return chosen
     else:
         log.info("%s %s: using feature set %s", dataset.upper(), feature, sets[0])
     return sets[0]
@@ -218,8 +223,8 @@ def load_feature_set(dataset: str, feature: str,
                      config_hash: str | None = None) -> FeatureSet:
     """Load one complete feature set (arrays in metadata order).
 
-    Without `config_hash` the complete set is used; when several exist, the most recently
-    completed one (logged). Raises FeatureSetNotFound with the command that makes it.
+    Without `config_hash` the complete set is used; when several exist, the one made with the
+    default ExtractionConfig, else the most recently completed one (logged). Raises FeatureSetNotFound with the command that makes it.
     """
     feature = canonical_feature(feature)
     set_dir = _find_set(dataset, feature, features_root, config_hash)

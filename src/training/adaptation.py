@@ -20,10 +20,11 @@ import numpy as np
 
 from src.data_processing.corpora import shared_labels
 from src.training.config import RunConfig
-from src.training.data import SERData, load_ser_data, make_dataset, normalisation_stats
+from src.training.data import (SERData, load_ser_data, make_dataset, normalisation_stats,
+                                stream_names)
 from src.training.evaluate import load_data_for_models, load_fold_model, load_saved_run
 from src.training.experiment import (ExperimentError, compile_model, make_folds,
-                                     model_config_from, predict_probs, prepare_run_dir,
+                                     model_config_from, predict_probs, prepare_run_dir, save_model,
                                      seed_everything, validation_split, _epoch_timer)
 from src.utils import io
 
@@ -46,7 +47,9 @@ def _label_names(dataset: str, cfg: RunConfig) -> list[str]:
     from src.data_processing.store import load_feature_set
 
     stream = cfg.fusion_streams.split(",")[0] if cfg.feature_type == "FUSION" else cfg.feature_type
-    labels = load_feature_set(dataset, stream, features_root=cfg.features_root).metadata["label"]
+    labels = load_feature_set(dataset, stream, features_root=cfg.features_root,
+                              config_hash=cfg.feature_hashes([stream]).get(stream)
+                              ).metadata["label"]
     return sorted(set(apply_label_map(labels.astype(str).tolist(), cfg.label_map)))
 
 
@@ -77,9 +80,10 @@ def shared_class_names(cfg: RunConfig, target: str) -> list[str]:
 
 def load_domain(dataset: str, cfg: RunConfig, class_names: list[str],
                 feature_hashes: dict | None = None) -> SERData:
+    hashes = feature_hashes or cfg.feature_hashes(stream_names(cfg.feature_type,
+                                                               cfg.fusion_streams))
     data = load_ser_data(dataset, cfg.feature_type, cfg.features_root, cfg.fusion_streams,
-                         class_names=None, feature_hashes=feature_hashes,
-                         max_frames=cfg.max_frames)
+                         class_names=None, feature_hashes=hashes, max_frames=cfg.max_frames)
     if cfg.label_map:
         data.metadata["label"] = apply_label_map(data.metadata["label"].astype(str).tolist(),
                                                  cfg.label_map)
@@ -232,8 +236,7 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     source_probs = predict_probs(classifier, test)
     target_probs = predict_probs(classifier, target)
     fold_dir.mkdir(parents=True, exist_ok=True)
-    with io.atomic_path(fold_dir / "model.keras", suffix=".keras") as tmp:
-        classifier.save(tmp)
+    save_model(classifier, fold_dir / "model.keras")
     io.write_json(fold_dir / "split.json", {"train": list(train.file_ids),
                                             "val": list(val.file_ids),
                                             "test": list(test.file_ids)})

@@ -25,6 +25,7 @@ class RunConfig:
     data: str = "EMODB"
     feature_type: str = "MFCC"
     fusion_streams: str = "MFCC,LogMel"
+    feature_set: str = ""
     preset: str = "default"
     # optimisation (seed defaults)
     epoch: int = 300
@@ -94,6 +95,18 @@ class RunConfig:
         if "audio" in values:
             values["audio"] = tuple(values["audio"])
         return cls(**values)
+
+    def feature_hashes(self, streams: list[str]) -> dict[str, str]:
+        """--feature_set as {stream: hash}: "HASH" or "h1,h2" (in stream order) or
+        "MFCC=h1,LogMel=h2"; empty when not given (the store then picks the default set)."""
+        if not self.feature_set:
+            return {}
+        items = [s.strip() for s in self.feature_set.split(",") if s.strip()]
+        if all("=" in item for item in items):
+            return dict(item.split("=", 1) for item in items)
+        if len(items) == 1:
+            return {stream: items[0] for stream in streams}
+        return dict(zip(streams, items))
 
     def run_hash(self) -> str:
         """8 hex digits over the flags that change the trained models."""

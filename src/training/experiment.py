@@ -20,7 +20,8 @@ from sklearn.model_selection import (GroupKFold, GroupShuffleSplit, KFold,
                                      LeaveOneGroupOut, StratifiedShuffleSplit)
 
 from src.training.config import RunConfig
-from src.training.data import SERData, load_ser_data, make_dataset, normalisation_stats
+from src.training.data import (SERData, load_ser_data, make_dataset, normalisation_stats,
+                                stream_names)
 from src.utils import io
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,15 @@ def fit_model(model, train: SERData, val: SERData | None, cfg: RunConfig, seed: 
     return {k: [float(x) for x in v] for k, v in history.history.items()}, timer.times
 
 
+def save_model(model, path: Path) -> None:
+    """Save architecture and weights atomically, without optimizer state (a third of the size:
+    the saved models are for evaluation and prediction)."""
+    inference = model.__class__.from_config(model.get_config())  # uncompiled copy
+    inference.set_weights(model.get_weights())
+    with io.atomic_path(path, suffix=".keras") as tmp:
+        inference.save(tmp)
+
+
 def predict_probs(model, data: SERData, batch_size: int = 64) -> np.ndarray:
     """Class probabilities (N, C) for `data` in its own row order, deterministic batching."""
     from src.training.data import LENGTH_KEY, PAD_MULTIPLE, length_sorted_batches
@@ -226,8 +236,7 @@ def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
     y_pred = probs.argmax(axis=1)
     metrics = compute_metrics(test.labels, y_pred, data.class_names)
     fold_dir.mkdir(parents=True, exist_ok=True)
-    with io.atomic_path(fold_dir / "model.keras", suffix=".keras") as tmp:
-        model.save(tmp)
+    save_model(model, fold_dir / "model.keras")
     io.write_json(fold_dir / "split.json", {"train": list(train.file_ids),
                                             "val": list(val.file_ids),
                                             "test": list(test.file_ids)})
@@ -280,7 +289,9 @@ def run_training(cfg: RunConfig) -> dict:
     from src.training.report import write_run_report
 
     data = load_ser_data(cfg.data, cfg.feature_type, cfg.features_root, cfg.fusion_streams,
-                         class_names=_label_set(cfg), max_frames=cfg.max_frames)
+                         class_names=_label_set(cfg), max_frames=cfg.max_frames,
+                         feature_hashes=cfg.feature_hashes(
+                             stream_names(cfg.feature_type, cfg.fusion_streams)))
     if cfg.batch_size > data.n:
         raise ExperimentError(f"--batch_size {cfg.batch_size} is larger than the "
                               f"{data.n} files of {data.dataset}")

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=("MFCC", "LogMel", "HuBERT", "FUSION"))
     p.add_argument("--fusion_streams", default=d.fusion_streams,
                    help="streams of FUSION, comma separated (default MFCC,LogMel)")
+    p.add_argument("--feature_set", default=d.feature_set,
+                   help="feature-set hash(es) to train on when several extraction settings "
+                        "exist: HASH, or MFCC=h1,LogMel=h2 (default: the default-settings set)")
     p.add_argument("--preset", choices=PRESET_NAMES, default=d.preset,
                    help="architecture preset: default (seed: 128 filters, kernel 3, 3 stacks, "
                         "residual blocks, dropout 0.4) or light (TIM-Net sized: 39 filters, "
