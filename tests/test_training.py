@@ -176,3 +176,20 @@ def test_missing_features_and_models_give_one_line_errors(synthetic_features, tm
     assert "config.json" in capsys.readouterr().err
     assert cli(synthetic_features, tmp_path, "--mode", "train", "--batch_size", "1000") == 2
     assert "--batch_size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [["--distribute", "mirrored"], ["--jit"],
+                                   ["--mixed_precision"]])
+def test_hardware_flags_train_a_usable_model(synthetic_features, tmp_path, flags):
+    import keras
+
+    try:
+        assert cli(synthetic_features, tmp_path, "--mode", "train", "--epoch", "2",
+                   "--split_fold", "3", "--max_folds", "1", "--run_id", "hw", *TINY,
+                   *flags) == 0
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    result = json.loads((tmp_path / "models" / "EMODB" / "MFCC" / "hw" / "fold_01" /
+                         "result.json").read_text())
+    probs = np.asarray(result["probs"])
+    assert np.isfinite(probs).all() and np.allclose(probs.sum(axis=1), 1.0, atol=1e-2)

@@ -202,7 +202,7 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     from src.utils.metrics import compute_metrics
 
     seed = cfg.random_seed + fold
-    seed_everything(seed)
+    seed_everything(seed, deterministic=not cfg.jit)
     fit_idx, val_idx = validation_split(source, np.asarray(train_idx), "kfold",
                                         cfg.val_fraction, seed)
     train, val, test = source.subset(fit_idx), source.subset(val_idx), source.subset(test_idx)

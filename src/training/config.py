@@ -15,8 +15,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Flags that do not change what is trained (paths, display, bookkeeping) stay out of the run id.
 _NOT_IN_RUN_ID = {"mode", "visualize", "test_path", "audio", "output", "features_root",
-                  "results_root", "models_root", "run_id", "overwrite", "verbose", "label_map",
-                  "distribute", "threads"}
+                  "results_root", "models_root", "run_id", "overwrite", "verbose",
+                  "distribute", "threads", "jit"}
 
 
 @dataclasses.dataclass
@@ -82,6 +82,8 @@ class RunConfig:
     verbose: int = 1
     threads: int = 0
     distribute: str = "none"
+    mixed_precision: bool = False
+    jit: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

@@ -108,17 +108,39 @@ def compile_model(model, cfg: RunConfig, steps_per_epoch: int):
                                       beta_2=cfg.beta2, clipnorm=cfg.clipnorm)
     model.compile(optimizer=optimizer,
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], jit_compile=bool(cfg.jit))
     return model
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and TF, and ask TF for deterministic kernels (CPU runs repeat)."""
-    import keras
+def distribution_scope(cfg: RunConfig):
+    """Scope in which models are built and compiled: a tf.distribute strategy or nothing.
+
+    Batches stay global (`--batch_size` is split over replicas by Keras), so the learning rate
+    needs no rescaling for the same effective batch.
+    """
+    import contextlib
+
+    if cfg.distribute == "none":
+        return contextlib.nullcontext()
     import tensorflow as tf
 
+    if cfg.distribute == "mirrored":
+        return tf.distribute.MirroredStrategy().scope()
+    return tf.distribute.MultiWorkerMirroredStrategy().scope()
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and TF; with `deterministic`, TF uses deterministic kernels so CPU runs
+    repeat exactly. Keras refuses XLA under op determinism, so `--jit` runs without it."""
+    import keras
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
 
 
 class NonFiniteLoss(RuntimeError):
@@ -218,17 +240,18 @@ def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
     from src.utils.metrics import compute_metrics
 
     seed = cfg.random_seed + fold
-    seed_everything(seed)
+    seed_everything(seed, deterministic=not cfg.jit)
     if cfg.val_policy == "test_fold":
         fit_idx, val_idx = np.asarray(train_idx), np.asarray(test_idx)
     else:
         fit_idx, val_idx = validation_split(data, np.asarray(train_idx), cfg.protocol,
                                             cfg.val_fraction, seed)
     train, val, test = data.subset(fit_idx), data.subset(val_idx), data.subset(test_idx)
-    model = build_model(data.input_dims, len(data.class_names), model_config_from(cfg),
-                        norm_stats=normalisation_stats(train))
     steps = int(np.ceil(train.n / cfg.batch_size))
-    compile_model(model, cfg, steps)
+    with distribution_scope(cfg):
+        model = build_model(data.input_dims, len(data.class_names), model_config_from(cfg),
+                            norm_stats=normalisation_stats(train))
+        compile_model(model, cfg, steps)
     start = time.perf_counter()
     history, epoch_times = fit_model(model, train, val, cfg, seed)
     seconds = time.perf_counter() - start

@@ -99,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--verbose", type=int, default=d.verbose)
     g.add_argument("--threads", type=int, default=d.threads,
                    help="TensorFlow threads (0 = all cores)")
+    g = p.add_argument_group("hardware")
+    g.add_argument("--distribute", choices=("none", "mirrored", "multi_worker"),
+                   default=d.distribute,
+                   help="tf.distribute strategy: mirrored = all GPUs of this machine, "
+                        "multi_worker = several machines described by TF_CONFIG. --batch_size "
+                        "is the global batch (split over replicas); --lr is not rescaled")
+    g.add_argument("--mixed_precision", action="store_true",
+                   help="float16 compute with float32 weights (GPUs; slow on CPU)")
+    g.add_argument("--jit", action="store_true", help="compile train steps with XLA (GPUs)")
     return p
 
 
@@ -144,6 +153,10 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
 
 
 def configure_runtime(cfg: RunConfig) -> None:
+    if cfg.mixed_precision:
+        import keras
+
+        keras.mixed_precision.set_global_policy("mixed_float16")
     if cfg.threads:
         import tensorflow as tf
 
