@@ -217,3 +217,10 @@ def test_render_markdown_has_machine_info_commands_and_tables():
     for piece in ("CPU cores | 2", "python -m benchmarks.bench_training", "| MFCC | 1 | 1.00 |",
                   "## Training (CPU)", "| T |", "## Inference (CPU)", "| I |", "2026-01-01"):
         assert piece in text
+
+
+def test_accuracy_runs_name_the_trimmed_mfcc_set_by_its_real_hash():
+    from benchmarks import run
+    from src.data_processing.config import ExtractionConfig
+
+    assert run._TRIMMED_MFCC == ExtractionConfig(trim_silence=True).feature_hash("MFCC")
