@@ -163,8 +163,9 @@ def test_accuracy_runs_parse_with_the_training_cli():
         argv = run.accuracy_command(entry)
         assert argv[:2] == ["-m", "src.training.main"]
         cfg = config_from_args(parser.parse_args(argv[2:]))
-        assert (cfg.preset, cfg.lr, cfg.epoch, cfg.patience, cfg.monitor) == \
-            ("light", 1e-3, 150, 30, "val_accuracy")
+        assert (cfg.preset, cfg.lr, cfg.epoch, cfg.patience) == ("light", 1e-3, 60, 0)
+        if cfg.mode == "train-lmmd":  # trimmed, per-corpus standardised MFCC
+            assert cfg.domain_norm and cfg.feature_set == run._TRIMMED_MFCC
         assert cfg.filter_size == 39  # the light preset's architecture
         ids.add(cfg.run_id)
     assert len(ids) == len(run.ACCURACY_RUNS)

@@ -155,7 +155,10 @@ def _stop_on_non_finite():
 
         def on_epoch_end(self, epoch, logs=None):
             loss = (logs or {}).get("loss")
-            if loss is not None and not np.isfinite(loss):
+            # Keras clips probabilities inside the loss, so NaN activations can leave a finite
+            # loss while the weights are already NaN: check both.
+            bad_loss = loss is not None and not np.isfinite(loss)
+            if bad_loss or not all(np.isfinite(w).all() for w in self.model.get_weights()):
                 self.model.stop_training = True
                 self.bad_epoch = epoch + 1
 
@@ -197,7 +200,7 @@ def fit_model(model, train: SERData, val: SERData | None, cfg: RunConfig, seed: 
                         callbacks=callbacks, verbose=1 if cfg.verbose else 0, shuffle=False)
     if getattr(guard, "bad_epoch", None):
         raise NonFiniteLoss(
-            f"training loss became NaN/Inf at epoch {guard.bad_epoch}; likely causes: a learning "
+            f"training loss or weights became NaN/Inf at epoch {guard.bad_epoch}; likely causes: a learning "
             f"rate too high (--lr {cfg.lr}) or non-finite input features. The last good "
             f"weights were not saved for this fold.")
     return {k: [float(x) for x in v] for k, v in history.history.items()}, timer.times
