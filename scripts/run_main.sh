@@ -5,6 +5,7 @@
 # about 15 minutes on 2 cores. Extra flags go to the trainer, e.g.
 #   bash scripts/run_main.sh --lr 1e-3 --dropout 0.1 --epoch 60   # the README's EMODB figure
 #   DATASET=RAVDESS bash scripts/run_main.sh
+set -euo pipefail
 source "$(dirname "$0")/env.sh"
 DATASET="${DATASET:-EMODB}"
 "$PY" -m src.data_processing.run_data_processing --dataset "$DATASET" --features MFCC,LogMel

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Set up .venv (when needed) and run the test suite. Extra arguments go to pytest.
+set -euo pipefail
 source "$(dirname "$0")/env.sh"
 set +e
 "$PY" -m pytest -q "$@" tests
