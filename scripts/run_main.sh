@@ -2,7 +2,7 @@
 # Command (1): set up .venv, extract EMODB features (MFCC + LogMel), train and evaluate a 10-fold
 # model, write the Excel report. CPU schedule: light preset, a fixed 20 epochs per fold at lr 2e-3
 # and dropout 0.3 (cosine decay, last epoch kept; the best short schedule of sweeps/quick.sh),
-# about 15 minutes on 2 cores. Extra flags go to the trainer, e.g.
+# about 18 minutes on 2 cores (measured). Extra flags go to the trainer, e.g.
 #   bash scripts/run_main.sh --lr 1e-3 --dropout 0.1 --epoch 60   # the README's EMODB figure
 #   DATASET=RAVDESS bash scripts/run_main.sh
 set -euo pipefail
