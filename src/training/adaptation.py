@@ -21,7 +21,7 @@ import numpy as np
 from src.data_processing.corpora import shared_labels
 from src.training.config import RunConfig
 from src.training.data import (SERData, load_ser_data, make_dataset, normalisation_stats,
-                                stream_names)
+                                stream_names, valid_frames)
 from src.training.evaluate import load_data_for_models, load_fold_model, load_saved_run
 from src.training.experiment import (ExperimentError, compile_model, make_folds,
                                      model_config_from, predict_probs, prepare_run_dir, save_model,
@@ -102,9 +102,9 @@ def load_domain(dataset: str, cfg: RunConfig, class_names: list[str],
 def standardise(data: SERData, stats: dict) -> SERData:
     """Standardise every stream with `stats` ({stream: (mean, var)}), padding kept at zero."""
     streams = {}
+    valid = valid_frames(data)[..., None]
     for name, array in data.streams.items():
         mean, var = stats[name]
-        valid = (np.arange(array.shape[1])[None, :] < data.lengths[:, None])[..., None]
         streams[name] = np.where(valid, (array - mean) / np.sqrt(var), 0.0).astype(np.float32)
     data.streams = streams
     return data
@@ -353,8 +353,7 @@ def _plot_embeddings(source: SERData, target: SERData, model_dir: Path, result_d
 
 
 def _mean_input(data: SERData) -> np.ndarray:
-    valid = (np.arange(next(iter(data.streams.values())).shape[1])[None, :]
-             < data.lengths[:, None])[..., None]
+    valid = valid_frames(data)[..., None]
     pooled = [(a * valid).sum(1) / data.lengths[:, None] for a in data.streams.values()]
     return np.concatenate(pooled, axis=1)
 

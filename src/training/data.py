@@ -145,11 +145,17 @@ def pad_sequences(arrays: list[np.ndarray], lengths: np.ndarray) -> np.ndarray:
     return out
 
 
+def valid_frames(data: SERData) -> np.ndarray:
+    """(N, T_max) bool: True on each utterance's real frames, False on padding."""
+    t_max = next(iter(data.streams.values())).shape[1]
+    return np.arange(t_max)[None, :] < data.lengths[:, None]
+
+
 def normalisation_stats(data: SERData) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-stream mean and variance over the valid frames of `data`: {stream: ((D,), (D,))}."""
     stats = {}
+    valid = valid_frames(data)
     for name, array in data.streams.items():
-        valid = np.arange(array.shape[1])[None, :] < data.lengths[:, None]
         frames = array[valid]
         stats[name] = (frames.mean(axis=0), np.maximum(frames.var(axis=0), 1e-8))
     return stats
