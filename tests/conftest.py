@@ -54,3 +54,19 @@ def data_root() -> Path:
     if not (SHARED_DATA / "EMODB").is_dir() or not (SHARED_DATA / "RAVDESS").is_dir():
         pytest.skip(f"shared corpora not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_features(tmp_path_factory) -> dict:
+    """An EMODB-like synthetic corpus (pitch-coded emotions) with MFCC and LogMel extracted:
+    {"base", "raw", "features"} paths."""
+    from src.data_processing.run_data_processing import main as extract_main
+    from tests.synthetic import write_emodb_like
+
+    base = tmp_path_factory.mktemp("synthetic")
+    raw = write_emodb_like(base / "raw")
+    features = base / "features"
+    code = extract_main(["--dataset", "EMODB", "--raw_dir", str(raw), "--features_root",
+                         str(features), "--features", "MFCC,LogMel", "--workers", "1"])
+    assert code == 0
+    return {"base": base, "raw": raw, "features": features}

@@ -53,3 +53,13 @@ def write_shifted_manifest(root: Path, scale: float, noise: float, per_class=6, 
     manifest = root / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
     return manifest
+
+
+def cli(setup: dict, tmp: Path, *args: str) -> int:
+    """`python -m src.training.main --data EMODB ...` on the `synthetic_features` corpus, with
+    results and models under `tmp`."""
+    from src.training.main import main as train_main
+
+    return train_main(["--data", "EMODB", "--features_root", str(setup["features"]),
+                       "--results_root", str(tmp / "results"), "--models_root",
+                       str(tmp / "models"), *args])

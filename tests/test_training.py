@@ -9,27 +9,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from src.data_processing.run_data_processing import main as extract_main
 from src.training.data import SERData, length_sorted_batches, pad_sequences
 from src.training.experiment import make_folds, validation_split
 from src.training.main import main as train_main
-from tests.synthetic import TINY, write_emodb_like
-
-@pytest.fixture(scope="module")
-def synthetic_features(tmp_path_factory) -> dict:
-    base = tmp_path_factory.mktemp("synthetic")
-    raw = write_emodb_like(base / "raw")
-    features = base / "features"
-    code = extract_main(["--dataset", "EMODB", "--raw_dir", str(raw), "--features_root",
-                         str(features), "--features", "MFCC,LogMel", "--workers", "1"])
-    assert code == 0
-    return {"base": base, "raw": raw, "features": features}
-
-
-def cli(setup: dict, tmp: Path, *args: str) -> int:
-    return train_main(["--data", "EMODB", "--features_root", str(setup["features"]),
-                       "--results_root", str(tmp / "results"), "--models_root",
-                       str(tmp / "models"), *args])
+from tests.synthetic import TINY, cli
 
 
 def fake_data(n=40, speakers=4, classes=3) -> SERData:

@@ -359,11 +359,12 @@ def _mean_input(data: SERData) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- testing
-def run_cross_corpus_test(cfg: RunConfig) -> dict:
-    """Evaluate saved fold models (plain or adapted) on another corpus over the shared labels."""
+def cross_corpus_results(cfg: RunConfig, saved: dict, folds: list[Path]
+                         ) -> tuple[list[dict], list[str], str, SERData]:
+    """Per fold: the models' figures on the whole target corpus over the shared labels;
+    returns (results, shared class names, target corpus name, target data)."""
     from src.utils.metrics import compute_metrics
 
-    saved, folds = load_saved_run(cfg.test_path)
     source_name = saved["dataset"]
     target_data = cfg.target_data or saved.get("target_data") or OTHER_CORPUS.get(source_name)
     if not target_data or target_data == source_name:
@@ -393,6 +394,13 @@ def run_cross_corpus_test(cfg: RunConfig) -> dict:
                                                             compute_metrics)})
         m = results[-1]["target"]["metrics"]
         print(f"fold {fold:2d}: {target_data} UAR {100 * m['uar']:.2f}% WAR {100 * m['war']:.2f}%")
+    return results, names, target_data, target
+
+
+def run_cross_corpus_test(cfg: RunConfig) -> dict:
+    """Evaluate saved fold models (plain or adapted) on another corpus over the shared labels."""
+    saved, folds = load_saved_run(cfg.test_path)
+    results, names, target_data, target = cross_corpus_results(cfg, saved, folds)
     run_id = f"{saved['run_id']}-on-{target_data}"
     saved = {**saved, "target_data": target_data}
     summary = write_cross_corpus_reports(Path(cfg.results_root) / run_id, run_id, saved,

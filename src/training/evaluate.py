@@ -68,8 +68,6 @@ def load_data_for_models(dataset: str, saved: dict, features_root: str,
 
 def run_test(cfg: RunConfig) -> dict:
     """Evaluate every fold model on its own saved test split and write the usual report."""
-    from src.utils.metrics import compute_metrics
-
     saved, folds = load_saved_run(cfg.test_path)
     _check_request(cfg, saved)
     dataset = saved["dataset"]
@@ -77,7 +75,19 @@ def run_test(cfg: RunConfig) -> dict:
         raise ExperimentError(f"--data {cfg.data} but the models in {cfg.test_path} were "
                               f"trained on {dataset}; use --mode test-cross-corpus for another "
                               f"corpus")
-    data = load_data_for_models(dataset, saved, cfg.features_root)
+    results, class_names = evaluate_folds(saved, folds, cfg.features_root)
+    run_id = f"{saved['run_id']}-test"
+    return write_run_report(Path(cfg.results_root) / run_id, run_id, saved, results,
+                            class_names)
+
+
+def evaluate_folds(saved: dict, folds: list[Path], features_root: str
+                   ) -> tuple[list[dict], list[str]]:
+    """Per fold: metrics, labels, predictions and probabilities on its saved test split."""
+    from src.utils.metrics import compute_metrics
+
+    dataset = saved["dataset"]
+    data = load_data_for_models(dataset, saved, features_root)
     position = {file_id: i for i, file_id in enumerate(data.file_ids)}
     results = []
     for fold_dir in folds:
@@ -98,9 +108,7 @@ def run_test(cfg: RunConfig) -> dict:
                         "probs": probs.tolist(), "file_ids": list(test.file_ids),
                         "n_test": test.n})
         print(f"fold {fold:2d}: WAR {100 * metrics['war']:.2f}% UAR {100 * metrics['uar']:.2f}%")
-    run_id = f"{saved['run_id']}-test"
-    return write_run_report(Path(cfg.results_root) / run_id, run_id, saved, results,
-                            data.class_names)
+    return results, data.class_names
 
 
 def _compare_with_training(fold_dir: Path, metrics: dict) -> None:

@@ -1,0 +1,187 @@
+"""Shipping trained models: compact .keras export, reproducible figures, predict on new audio,
+and the models shipped in test_models/ (reproduced on the real corpus when it is present)."""
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src.training.config import RunConfig
+from src.training.export import export_run, main as export_main, training_command
+from src.training.main import build_parser, config_from_args
+from tests.conftest import REPO_ROOT, SHARED_DATA, write_wav
+from tests.synthetic import TINY, cli
+
+SHIPPED = REPO_ROOT / "test_models"
+
+
+@pytest.fixture(scope="module")
+def trained_run(synthetic_features, tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("export")
+    assert cli(synthetic_features, tmp, "--mode", "train", "--epoch", "4", "--split_fold", "3",
+               "--max_folds", "2", "--run_id", "ship", "--dropout", "0.2", *TINY) == 0
+    return {"tmp": tmp, "run": tmp / "models" / "EMODB" / "MFCC" / "ship"}
+
+
+def _load(path: Path):
+    import keras
+
+    import src.models.layers  # noqa: F401  registers the custom layers
+
+    return keras.saving.load_model(path)
+
+
+def test_compact_weights_are_the_float16_rounding_of_the_trained_ones(trained_run,
+                                                                      synthetic_features):
+    dest = trained_run["tmp"] / "shipped"
+    export_run(trained_run["run"], dest, features_root=str(synthetic_features["features"]))
+    for fold in ("fold_01", "fold_02"):
+        before = _load(trained_run["run"] / fold / "model.keras")
+        after = _load(dest / fold / "model.keras")
+        assert (dest / fold / "model.keras").stat().st_size < \
+            0.7 * (trained_run["run"] / fold / "model.keras").stat().st_size
+        for old, new in zip(before.weights, after.weights):
+            assert new.dtype == "float32"
+            expected = np.asarray(old.numpy(), np.float32).astype(np.float16).astype(np.float32)
+            np.testing.assert_array_equal(new.numpy(), expected, err_msg=old.path)
+
+
+def test_test_mode_reproduces_the_figures_stored_at_export(trained_run, synthetic_features):
+    dest = trained_run["tmp"] / "shipped-repro"
+    export_run(trained_run["run"], dest, features_root=str(synthetic_features["features"]))
+    out = trained_run["tmp"] / "repro"
+    assert cli(synthetic_features, out, "--mode", "test", "--test_path", str(dest)) == 0
+    predictions = pd.read_csv(out / "results" / "ship-test" / "predictions.csv")
+    for fold, rows in predictions.groupby("fold"):
+        stored = json.loads((dest / f"fold_{fold:02d}" / "result.json").read_text())
+        names = json.loads((dest / "config.json").read_text())["class_names"]
+        assert list(rows["pred"]) == [names[i] for i in stored["y_pred"]]
+        assert list(rows["file_id"]) == stored["file_ids"]
+        accuracy = float(np.mean(np.array(stored["y_pred"]) == np.array(stored["y_true"])))
+        assert stored["metrics"]["war"] == pytest.approx(accuracy, abs=1e-12)
+        assert "trained" in stored  # the pre-export figures are kept beside the shipped ones
+    readme = (dest / "README.md").read_text()
+    config = json.loads((dest / "config.json").read_text())
+    assert config["export"]["command"] in readme and config["export"]["weights_dtype"] in readme
+
+
+def test_training_command_reproduces_the_run_config(trained_run):
+    saved = json.loads((trained_run["run"] / "config.json").read_text())
+    command = training_command(saved["run"])
+    words = shlex.split(command)
+    assert words[:3] == ["python", "-m", "src.training.main"]
+    parsed = config_from_args(build_parser().parse_args(words[3:]))
+    assert parsed.run_hash() == RunConfig.from_dict(saved["run"]).run_hash()
+    assert parsed.run_id == "ship" and "--dropout 0.2" in command
+
+
+def test_export_refuses_to_replace_without_overwrite(trained_run, synthetic_features, capsys):
+    dest = trained_run["tmp"] / "taken"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("user file")
+    args = ["--run", str(trained_run["run"]), "--to", str(dest), "--features_root",
+            str(synthetic_features["features"])]
+    assert export_main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (dest / "keep.txt").read_text() == "user file"
+    assert export_main(args[:2] + ["--to", str(trained_run["tmp"] / "nowhere" / "x"),
+                                   "--features_root", str(trained_run["tmp"] / "no-features")
+                                   ]) == 2
+    assert not (trained_run["tmp"] / "nowhere" / "x").exists()
+
+
+def test_models_refuse_features_made_with_other_settings(trained_run, synthetic_features,
+                                                         capsys):
+    from src.data_processing.run_data_processing import main as extract_main
+
+    other = trained_run["tmp"] / "trimmed-features"
+    assert extract_main(["--dataset", "EMODB", "--raw_dir", str(synthetic_features["raw"]),
+                         "--features_root", str(other), "--features", "MFCC", "--workers", "1",
+                         "--trim_silence", "--no_progress"]) == 0
+    capsys.readouterr()
+    code = cli({"features": other}, trained_run["tmp"] / "mismatch", "--mode", "test",
+               "--test_path", str(trained_run["run"]))
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error:") and "Traceback" not in err
+    assert "settings they were trained on" in err and "'trim_silence': False" in err
+
+
+# ------------------------------------------------------------- the models shipped in the repo
+def _shipped_runs() -> list[Path]:
+    return sorted(p.parent for p in SHIPPED.glob("*/*/config.json"))
+
+
+def test_shipped_models_are_complete_and_small():
+    runs = _shipped_runs()
+    if not runs:
+        pytest.skip("no models shipped in test_models/ yet")
+    total = sum(f.stat().st_size for f in SHIPPED.rglob("*") if f.is_file())
+    assert total < 30 * 2 ** 20, f"test_models/ holds {total / 2 ** 20:.1f} MiB"
+    for run in runs:
+        config = json.loads((run / "config.json").read_text())
+        assert config["export"]["command"].startswith("python -m src.training.main")
+        assert set(config["extraction"]) == set(config["input_dims"])
+        for fold in run.glob("fold_*"):
+            assert {"model.keras", "split.json", "result.json"} <= {p.name for p in
+                                                                   fold.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def emodb_features(tmp_path_factory) -> Path:
+    if not (SHARED_DATA / "EMODB").is_dir():
+        pytest.skip(f"EMODB not found at {SHARED_DATA}")
+    if not (SHIPPED / "EMODB" / "MFCC" / "config.json").exists():
+        pytest.skip("test_models/EMODB/MFCC not shipped yet")
+    from src.data_processing.run_data_processing import main as extract_main
+
+    root = tmp_path_factory.mktemp("emodb-features")
+    assert extract_main(["--dataset", "EMODB", "--raw_dir", str(SHARED_DATA / "EMODB"),
+                         "--features_root", str(root), "--features", "MFCC",
+                         "--no_progress"]) == 0
+    return root
+
+
+def _first_fold_copy(tmp: Path) -> Path:
+    """test_models/EMODB/MFCC with only fold 1 (keeps the test within CI time)."""
+    copy = tmp / "EMODB-MFCC-fold1"
+    copy.mkdir()
+    shutil.copyfile(SHIPPED / "EMODB" / "MFCC" / "config.json", copy / "config.json")
+    shutil.copytree(SHIPPED / "EMODB" / "MFCC" / "fold_01", copy / "fold_01")
+    return copy
+
+
+def test_shipped_emodb_fold_reproduces_its_figures(emodb_features, tmp_path):
+    fold1 = _first_fold_copy(tmp_path)
+    assert cli({"features": emodb_features}, tmp_path, "--mode", "test", "--test_path",
+               str(fold1)) == 0
+    stored = json.loads((fold1 / "fold_01" / "result.json").read_text())["metrics"]
+    run_id = json.loads((fold1 / "config.json").read_text())["run_id"]
+    again = json.loads((tmp_path / "results" / f"{run_id}-test" / "metrics.json").read_text())
+    for key in ("war", "uar", "macro_f1"):
+        assert again[f"{key}_mean"] == stored[key], key
+
+
+def test_predict_with_shipped_models_on_new_and_real_audio(emodb_features, tmp_path):
+    fold1 = _first_fold_copy(tmp_path)
+    stored = json.loads((fold1 / "fold_01" / "result.json").read_text())
+    real = [next((SHARED_DATA / "EMODB").rglob(f"{stem}.wav")) for stem in stored["file_ids"][:2]]
+    synthetic = write_wav(tmp_path / "synthetic.wav", seconds=2.0, sr=44100, channels=2)
+    out = tmp_path / "preds.csv"
+    assert cli({"features": emodb_features}, tmp_path, "--mode", "predict", "--test_path",
+               str(fold1), "--audio", str(synthetic), *map(str, real), "--output",
+               str(out)) == 0
+    table = pd.read_csv(out)
+    names = json.loads((fold1 / "config.json").read_text())["class_names"]
+    assert len(table) == 3 and list(table.columns) == ["file", "emotion", *names]
+    probs = table[names].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)
+    assert list(table["emotion"]) == [names[i] for i in probs.argmax(axis=1)]
+    # the same file through predict and through the stored test split: same probabilities
+    for k in range(2):
+        row = table.index[table["file"] == str(real[k])][0]
+        np.testing.assert_allclose(probs[row], stored["probs"][k], atol=1e-4)
