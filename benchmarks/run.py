@@ -1,6 +1,7 @@
 """Run every benchmark and write benchmarks/results.json and benchmarks/RESULTS.md.
 
-    python -m benchmarks.run [--quick] [--threads N] [--accuracy [--dry_run]] [--skip_speed]
+    python -m benchmarks.run [--quick] [--threads N] [--accuracy [--dry_run] [--readme PATH]]
+                             [--skip_speed]
 
 Speed (default): feature extraction (benchmarks.bench_extraction), training
 (benchmarks.bench_training) and inference (benchmarks.bench_inference), each as a subprocess
@@ -14,8 +15,13 @@ the targets refer to) and on the GPU (results_*_gpu.json); extraction uses no GP
 Accuracy (`--accuracy`, hours): extracts the features it needs, then runs every command of
 ACCURACY_RUNS (the README's accuracy settings) through `python -m src.training.main` with a fixed
 run id `bench-acc-<name>` (re-running resumes at the first unfinished fold), and collects each
-results/<run-id>/metrics.json into benchmarks/accuracy.md. `--dry_run` prints the commands and
-collects whatever metrics already exist without training anything.
+results/<run-id>/metrics.json into benchmarks/accuracy.md and into the README's accuracy table:
+only the text between the lines `<!-- accuracy-table:begin -->` and `<!-- accuracy-table:end -->`
+of README.md (`--readme PATH` for another file) is rewritten, atomically, with the date, the
+machine, the tables and the exact commands; a README without the markers is an error (exit 2)
+before anything runs. `--dry_run` prints the commands and collects whatever metrics already exist
+without training anything. `--results_root` / `--models_root` point the collection elsewhere
+(unfinished runs show the folds finished so far, counted from saved_models/).
 """
 from __future__ import annotations
 
@@ -250,20 +256,82 @@ def render_markdown(results: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- accuracy
-def collect_accuracy(results_root: Path = RESULTS_ROOT) -> tuple[list[dict], str]:
-    """Rows and Markdown of every ACCURACY_RUNS run that has a metrics.json."""
+README = REPO_ROOT / "README.md"
+README_BEGIN = "<!-- accuracy-table:begin -->"
+README_END = "<!-- accuracy-table:end -->"
+README_TITLE = "### Accuracy benchmark (`python -m benchmarks.run --accuracy`)"
+ACCURACY_COMMAND = "python -m benchmarks.run --accuracy --skip_speed"
+# LOSO folds = speakers (EMODB: 10 speakers, RAVDESS: 24 actors) unless --loso_groups is given.
+LOSO_FOLDS = {"EMODB": 10, "RAVDESS": 24}
+_METRIC_FIELDS = ("war_mean", "war_std", "uar_mean", "uar_std", "macro_f1_mean", "macro_f1_std",
+                  "n_folds", "seconds_per_epoch", "epochs", "finished", "machine")
+
+
+class ReadmeError(Exception):
+    """The README cannot take the accuracy table (missing file or markers): one clear line."""
+
+
+def _flag(args: list[str], name: str, default: str | None = None) -> str | None:
+    return args[args.index(name) + 1] if name in args else default
+
+
+def run_info(run: dict) -> dict:
+    """What an ACCURACY_RUNS entry trains, read from its flags (no TensorFlow import)."""
+    from src.training.config import RunConfig
+
+    args = run["args"]
+    defaults = RunConfig()
+    data = _flag(args, "--data").upper()
+    target = (_flag(args, "--target_data") or "").upper() or None
+    protocol = _flag(args, "--protocol", defaults.protocol)
+    if protocol == "loso":
+        total = int(_flag(args, "--loso_groups", "0")) or LOSO_FOLDS.get(data)
+    else:
+        total = int(_flag(args, "--split_fold", str(defaults.split_fold)))
+    max_folds = int(_flag(args, "--max_folds", "0"))
+    if max_folds and total:
+        total = min(total, max_folds)
+    feature = _flag(args, "--feature_type", defaults.feature_type)
+    label = feature
+    if _flag(args, "--feature_set") == _TRIMMED_MFCC:
+        label += ", trimmed"
+    if "--domain_norm" in args:
+        label += ", --domain_norm"
+    return {"data": data, "target_data": target, "cross": target is not None,
+            "feature_type": feature, "feature": label, "protocol": protocol,
+            "da_method": _flag(args, "--da_method", defaults.da_method) if target else None,
+            "folds_total": total}
+
+
+def finished_folds(models_root: Path, info: dict, run_id: str) -> int:
+    """Folds of an unfinished run that have their result.json (how training counts them)."""
+    folder = Path(models_root) / info["data"] / info["feature_type"] / run_id
+    return len(list(folder.glob("fold_*/result.json")))
+
+
+def collect_accuracy(results_root: Path = RESULTS_ROOT,
+                     models_root: Path | None = None) -> tuple[list[dict], str]:
+    """Rows and Markdown (benchmarks/accuracy.md) of every ACCURACY_RUNS entry.
+
+    A run with results/<run-id>/metrics.json is finished; one without it counts the folds that
+    training finished under `models_root` (default: the saved_models/ beside `results_root`)."""
+    results_root = Path(results_root)
+    models_root = Path(models_root) if models_root else results_root.parent / "saved_models"
     rows = []
     for run in ACCURACY_RUNS:
         run_id = f"bench-acc-{run['name']}"
-        path = Path(results_root) / run_id / "metrics.json"
-        row = {"name": run["name"], "run_id": run_id, "command": show(accuracy_command(run))}
+        path = results_root / run_id / "metrics.json"
+        info = run_info(run)
+        row = {"name": run["name"], "run_id": run_id, "command": show(accuracy_command(run)),
+               **info}
         if path.exists():
             metrics = json.loads(path.read_text())
-            row.update({k: metrics.get(k) for k in (
-                "war_mean", "war_std", "uar_mean", "uar_std", "macro_f1_mean", "macro_f1_std",
-                "n_folds", "seconds_per_epoch", "epochs", "finished")})
-            source = metrics.get("source") or {}
-            row["source_uar_mean"] = source.get("uar_mean")
+            row.update({k: metrics.get(k) for k in _METRIC_FIELDS})
+            row["source"] = metrics.get("source") or {}
+            row["source_uar_mean"] = row["source"].get("uar_mean")
+            row["folds_done"] = metrics.get("n_folds")
+        else:
+            row["folds_done"] = finished_folds(models_root, info, run_id)
         rows.append(row)
 
     def pct(row, key):
@@ -280,7 +348,8 @@ def collect_accuracy(results_root: Path = RESULTS_ROOT) -> tuple[list[dict], str
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "war_mean" not in r:
-            lines.append(f"| {r['name']} | not run | | | | | | `{r['command']}` |")
+            state = "unfinished" if r.get("folds_done") else "not run"
+            lines.append(f"| {r['name']} | {state} | | | | {_folds(r)} | | `{r['command']}` |")
             continue
         source = f"{100 * r['source_uar_mean']:.2f}" if r.get("source_uar_mean") is not None \
             else "-"
@@ -291,8 +360,109 @@ def collect_accuracy(results_root: Path = RESULTS_ROOT) -> tuple[list[dict], str
     return rows, "\n".join(lines) + "\n"
 
 
-def run_accuracy(dry_run: bool, results_root: Path = RESULTS_ROOT) -> list[str]:
-    """Extract features, run ACCURACY_RUNS, write accuracy.md; returns the failed commands."""
+def _folds(row: dict) -> str:
+    return f"{row.get('folds_done') or 0} / {row.get('folds_total') or '?'}"
+
+
+def _readme_pct(values: dict, key: str) -> str:
+    """`mean +/- std` in % (the README's notation), or `-`."""
+    mean, std = values.get(f"{key}_mean"), values.get(f"{key}_std")
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.2f} +/- {100 * (std or 0):.2f}"
+
+
+def render_readme_block(rows: list[dict], machine: dict) -> str:
+    """The README text between the accuracy-table markers."""
+    if not any(r.get("folds_done") or "war_mean" in r for r in rows):
+        return "\n".join([
+            README_TITLE,
+            "No run of the accuracy benchmark has finished yet. This command fills the table in",
+            "(hours on 2 cores; run again, it resumes each run at its first unfinished fold):",
+            "```bash", ACCURACY_COMMAND, "```"]) + "\n"
+    gpus = ", ".join(machine.get("gpus") or []) or "none visible to TensorFlow"
+    trained_on = sorted({r["machine"] for r in rows if r.get("machine")})
+    lines = [
+        README_TITLE,
+        f"Written by `python -m benchmarks.run --accuracy` on {machine['date']} (the text between "
+        f"the accuracy-table markers is regenerated; edit outside them). Collected on "
+        f"{machine['cpu_count']} CPU cores ({machine.get('cpu_model') or 'unknown CPU'}), "
+        f"{machine.get('memory_gib') or '-'} GiB, {machine['platform']}, Python "
+        f"{machine['python']} / TensorFlow {machine.get('tensorflow') or '-'}, GPU: {gpus}"
+        + (f"; runs trained on: {', '.join(trained_on)}" if trained_on else "") + ".",
+        "Mean +/- std over the finished folds (population std), in %; folds = finished / total. "
+        "Cross corpus: target figures on the whole target corpus, source UAR on the held-out "
+        "source folds.",
+    ]
+    same = [r for r in rows if not r["cross"]]
+    cross = [r for r in rows if r["cross"]]
+    if same:
+        lines += ["", "| run | data | feature | protocol | folds | WAR | UAR | macro-F1 | "
+                      "finished |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in same:
+            lines.append(f"| {r['name']} | {r['data']} | {r['feature']} | {r['protocol']} | "
+                         f"{_folds(r)} | {_readme_pct(r, 'war')} | {_readme_pct(r, 'uar')} | "
+                         f"{_readme_pct(r, 'macro_f1')} | {(r.get('finished') or '-')[:10]} |")
+    if cross:
+        lines += ["", "| run | direction | feature | method | folds | target UAR | target WAR | "
+                      "target macro-F1 | source UAR | finished |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in cross:
+            lines.append(f"| {r['name']} | {r['data']} -> {r['target_data']} | {r['feature']} | "
+                         f"{r['da_method']} | {_folds(r)} | {_readme_pct(r, 'uar')} | "
+                         f"{_readme_pct(r, 'war')} | {_readme_pct(r, 'macro_f1')} | "
+                         f"{_readme_pct(r.get('source') or {}, 'uar')} | "
+                         f"{(r.get('finished') or '-')[:10]} |")
+    lines += ["", "Commands, from the repository root (feature extraction first; a training "
+                  "command run again resumes at its first unfinished fold):", "```bash"]
+    lines += [show(argv) for argv in ACCURACY_PREP]
+    lines += [r["command"] for r in rows]
+    lines += ["```"]
+    return "\n".join(lines) + "\n"
+
+
+def read_readme(path: Path) -> str:
+    """The README's text, checked to have the accuracy-table markers once each, in order."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReadmeError(f"cannot read {path}: {err}") from None
+    begin, end = text.count(README_BEGIN), text.count(README_END)
+    if begin == 0 or end == 0:
+        raise ReadmeError(
+            f"{path} has no accuracy table markers: add the lines {README_BEGIN} and "
+            f"{README_END} where the table goes (README.md has them in '## Results')")
+    if begin > 1 or end > 1 or text.index(README_END) < text.index(README_BEGIN):
+        raise ReadmeError(f"{path}: {README_BEGIN} and {README_END} must appear once each, "
+                          f"in that order")
+    return text
+
+
+def replace_readme_block(text: str, block: str) -> str:
+    """`text` with everything between the markers replaced by `block` (markers kept)."""
+    start = text.index(README_BEGIN) + len(README_BEGIN)
+    end = text.index(README_END)
+    return text[:start] + "\n" + block.rstrip("\n") + "\n" + text[end:]
+
+
+def update_readme(path: Path, block: str) -> None:
+    """Rewrite only the text between the markers, atomically (bytes outside them unchanged)."""
+    from src.utils.io import atomic_path
+
+    text = replace_readme_block(read_readme(path), block)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(text.encode("utf-8"))
+
+
+def run_accuracy(dry_run: bool, results_root: Path = RESULTS_ROOT, readme: Path = README,
+                 models_root: Path | None = None, devices: dict | None = None) -> list[str]:
+    """Extract features, run ACCURACY_RUNS, write accuracy.md and the README's accuracy table;
+    returns the failed commands. Raises ReadmeError before running anything when the README
+    lacks the markers."""
+    from src.utils.io import write_text
+
+    read_readme(readme)  # fail now, not after hours of training
     failures = []
     env = dict(os.environ)
     shared = REPO_ROOT.parent / "shared" / "data"
@@ -305,9 +475,11 @@ def run_accuracy(dry_run: bool, results_root: Path = RESULTS_ROOT) -> list[str]:
         status = subprocess.run([sys.executable, *argv], cwd=REPO_ROOT, env=env)
         if status.returncode != 0:
             failures.append(f"{show(argv)}: exit {status.returncode}")
-    rows, text = collect_accuracy(results_root)
-    ACCURACY_MD.write_text(text)
-    print(f"\n{text}\nwrote {ACCURACY_MD}")
+    rows, text = collect_accuracy(results_root, models_root)
+    write_text(ACCURACY_MD, text)
+    machine = machine_info(tf_devices() if devices is None else devices)
+    update_readme(readme, render_readme_block(rows, machine))
+    print(f"\n{text}\nwrote {ACCURACY_MD} and the accuracy table of {readme}")
     if failures:
         print("failed:\n  " + "\n  ".join(failures), file=sys.stderr)
     return failures
@@ -320,13 +492,29 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="TensorFlow threads for training and inference (0 = all cores)")
     parser.add_argument("--accuracy", action="store_true",
-                        help="also run ACCURACY_RUNS (hours) and write benchmarks/accuracy.md")
+                        help="also run ACCURACY_RUNS (hours), write benchmarks/accuracy.md and "
+                             "the README's accuracy table")
     parser.add_argument("--dry_run", action="store_true",
                         help="with --accuracy: print the commands, only collect metrics")
     parser.add_argument("--skip_speed", action="store_true", help="no speed benchmarks")
+    parser.add_argument("--readme", type=Path, default=README,
+                        help="README whose accuracy table (between the accuracy-table markers) "
+                             "--accuracy rewrites (default: the repository's README.md)")
+    parser.add_argument("--results_root", type=Path, default=RESULTS_ROOT,
+                        help="where --accuracy reads <run-id>/metrics.json (default results/)")
+    parser.add_argument("--models_root", type=Path, default=None,
+                        help="where --accuracy counts the finished folds of unfinished runs "
+                             "(default: saved_models/ beside --results_root)")
     args = parser.parse_args(argv)
 
+    if args.accuracy:
+        try:
+            read_readme(args.readme)  # before the speed benchmarks too
+        except ReadmeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     status = 0
+    devices = None
     if not args.skip_speed:
         start = time.perf_counter()
         devices = tf_devices()
@@ -344,7 +532,13 @@ def main(argv=None) -> int:
         print(f"\nwrote {RESULTS_JSON} and {RESULTS_MD} ({results['seconds']:.0f} s)")
         status = 1 if results["failures"] else 0
     if args.accuracy:
-        status = 1 if run_accuracy(args.dry_run) or status else 0
+        try:
+            failures = run_accuracy(args.dry_run, args.results_root, args.readme,
+                                    args.models_root, devices)
+        except ReadmeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        status = 1 if failures or status else 0
     return status
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -225,3 +227,136 @@ def test_accuracy_runs_name_the_trimmed_mfcc_set_by_its_real_hash():
     from src.data_processing.config import ExtractionConfig
 
     assert run._TRIMMED_MFCC == ExtractionConfig(trim_silence=True).feature_hash("MFCC")
+
+
+# ---------------------------------------------------------------------------- README table
+def _fake_metrics(run_id: str, *, data: str, target: str | None, n_folds: int, base: float,
+                  finished: str) -> dict:
+    """A metrics.json shaped like the ones src.training writes (same keys; numbers made up)."""
+    rng = np.random.default_rng(int(base * 1000))
+    stats = {f"{k}_{s}": float(rng.uniform(0.01, 0.06) if s == "std" else base + rng.uniform(0, .1))
+             for k in ("war", "uar", "macro_f1", "macro_precision", "macro_recall")
+             for s in ("mean", "std")}
+    metrics = {"run_id": run_id + (f" (target {target})" if target else ""),
+               "mode": "train-lmmd" if target else "train", "data": data,
+               "target_data": target, "feature_type": "MFCC", "protocol": "kfold",
+               "val_policy": "train_split", "note": "...", "n_folds": n_folds,
+               "class_names": ["angry", "sad"], **stats,
+               "per_class_recall": {"angry": 0.9, "sad": 0.7}, "seconds_per_epoch": 4.06,
+               "train_seconds": 3251.9, "epochs": [60] * n_folds, "peak_memory_mb": 5788.1,
+               "flags": {"mode": "train-lmmd" if target else "train", "data": data,
+                         "run_id": run_id, "epoch": 60, "threads": 1},
+               "finished": finished, "machine": "vm x86_64"}
+    if target:
+        metrics["da_method"] = "lmmd"
+        metrics["source"] = {k: v + 0.5 if k.endswith("_mean") else v for k, v in stats.items()}
+    return metrics
+
+
+def _table_cells(block: str, name: str) -> list[str]:
+    rows = [line for line in block.splitlines() if line.startswith(f"| {name} |")]
+    assert len(rows) == 1, (name, block)
+    return [cell.strip() for cell in rows[0].strip("|").split("|")]
+
+
+def _pct(values: dict, key: str) -> str:
+    return f"{100 * values[key + '_mean']:.2f} +/- {100 * values[key + '_std']:.2f}"
+
+
+def test_accuracy_dry_run_rewrites_only_the_readme_table(tmp_path, monkeypatch, capsys):
+    results, models = tmp_path / "results", tmp_path / "saved_models"
+    same, cross, partial = (next(e for e in run.ACCURACY_RUNS if e["name"] == name) for name in
+                            ("emodb-mfcc-kfold", "emodb-to-ravdess-lmmd", "ravdess-mfcc-kfold"))
+    fake = {
+        same["name"]: _fake_metrics("bench-acc-emodb-mfcc-kfold", data="EMODB", target=None,
+                                    n_folds=10, base=0.8, finished="2026-11-27T01:34:26"),
+        cross["name"]: _fake_metrics("bench-acc-emodb-to-ravdess-lmmd", data="EMODB",
+                                     target="RAVDESS", n_folds=10, base=0.25,
+                                     finished="2026-11-28T00:56:30"),
+    }
+    for name, metrics in fake.items():
+        folder = results / f"bench-acc-{name}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    for fold in (1, 2, 3):  # an unfinished run: 3 folds done, no metrics.json yet
+        done = models / "RAVDESS" / "MFCC" / "bench-acc-ravdess-mfcc-kfold" / f"fold_{fold:02d}"
+        done.mkdir(parents=True)
+        (done / "result.json").write_text("{}")
+    (models / "RAVDESS" / "MFCC" / "bench-acc-ravdess-mfcc-kfold" / "fold_04").mkdir()
+
+    readme = tmp_path / "README.md"
+    original = (run.REPO_ROOT / "README.md").read_bytes()
+    readme.write_bytes(original)
+    monkeypatch.setattr(run, "ACCURACY_MD", tmp_path / "accuracy.md")
+    monkeypatch.setattr(run, "tf_devices", lambda: {"tensorflow": "9.9.9", "gpus": []})
+    assert run.main(["--skip_speed", "--accuracy", "--dry_run", "--results_root", str(results),
+                     "--models_root", str(models), "--readme", str(readme)]) == 0
+
+    text = readme.read_bytes()
+    begin, end = run.README_BEGIN.encode(), run.README_END.encode()
+    head, rest = text.split(begin)
+    block, tail = rest.split(end)
+    assert head == original.split(begin)[0]                         # outside: byte-identical
+    assert tail == original.split(end)[1]
+    block = block.decode()
+    assert block.startswith("\n" + run.README_TITLE)
+
+    m = fake[same["name"]]
+    assert _table_cells(block, same["name"]) == [
+        same["name"], "EMODB", "MFCC", "kfold", f"{m['n_folds']} / 10", _pct(m, "war"),
+        _pct(m, "uar"), _pct(m, "macro_f1"), m["finished"][:10]]
+    m = fake[cross["name"]]
+    assert _table_cells(block, cross["name"]) == [
+        cross["name"], "EMODB -> RAVDESS", "MFCC, trimmed, --domain_norm", "lmmd",
+        f"{m['n_folds']} / 10", _pct(m, "uar"), _pct(m, "war"), _pct(m, "macro_f1"),
+        _pct(m["source"], "uar"), m["finished"][:10]]
+    assert _table_cells(block, partial["name"])[4:6] == ["3 / 10", "-"]
+    loso = _table_cells(block, "emodb-mfcc-loso")
+    assert loso[3:5] == ["loso", "0 / 10"]                          # 10 EMODB speakers
+    for entry in run.ACCURACY_RUNS:                                 # every exact command
+        assert f"\n{run.show(run.accuracy_command(entry))}\n" in block
+    assert "9.9.9" in block and "vm x86_64" in block and f"{os.cpu_count()} CPU cores" in block
+    assert re.search(r"on \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", block)  # the date
+    assert (tmp_path / "accuracy.md").exists()
+    assert not list(tmp_path.glob(".README.md.*"))                  # no temporary left
+
+    # run again: same result apart from the date, still nothing changed outside
+    assert run.main(["--skip_speed", "--accuracy", "--dry_run", "--results_root", str(results),
+                     "--models_root", str(models), "--readme", str(readme)]) == 0
+    again = readme.read_bytes()
+    assert again.split(begin)[0] == head and again.split(end)[1] == tail
+
+
+def test_accuracy_table_without_finished_runs_shows_the_command(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# T\n\nbefore\n{run.README_BEGIN}\nold table\n{run.README_END}\nafter\n")
+    monkeypatch.setattr(run, "ACCURACY_MD", tmp_path / "accuracy.md")
+    monkeypatch.setattr(run, "tf_devices", lambda: {"tensorflow": "9.9.9", "gpus": []})
+    assert run.main(["--skip_speed", "--accuracy", "--dry_run", "--results_root",
+                     str(tmp_path / "results"), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith(f"# T\n\nbefore\n{run.README_BEGIN}\n{run.README_TITLE}\n")
+    assert text.endswith(f"{run.README_END}\nafter\n") and "old table" not in text
+    assert "has finished yet" in text and run.ACCURACY_COMMAND in text
+
+
+def test_readme_without_markers_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers here\n")
+    monkeypatch.setattr(run, "ACCURACY_MD", tmp_path / "accuracy.md")
+    monkeypatch.setattr(run, "tf_devices", lambda: pytest.fail("must fail before collecting"))
+    assert run.main(["--skip_speed", "--accuracy", "--dry_run", "--results_root",
+                     str(tmp_path / "results"), "--readme", str(readme)]) == 2
+    err = capsys.readouterr().err
+    assert "no accuracy table markers" in err and run.README_BEGIN in err and str(readme) in err
+    assert readme.read_text() == "# no markers here\n"
+    assert not (tmp_path / "accuracy.md").exists()
+    readme.write_text(f"{run.README_END}\n{run.README_BEGIN}\n")     # wrong order
+    with pytest.raises(run.ReadmeError, match="once each, in that order"):
+        run.read_readme(readme)
+
+
+def test_the_repository_readme_has_the_accuracy_table_markers():
+    text = run.read_readme(run.README)
+    results = text.index("## Results")
+    assert results < text.index(run.README_BEGIN) < text.index("### Same corpus")

@@ -200,12 +200,13 @@ FAKE_RUNNER = textwrap.dedent("""\
                                      "threads": get("--threads"), **extra}) + "\\n")
 
     event("start", argv=args)
+    lr = float(get("--lr", "0"))
+    quick = os.environ.get("FAKE_QUICK_LR") and float(os.environ["FAKE_QUICK_LR"]) == lr
     try:
-        time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
+        time.sleep(0 if quick else float(os.environ.get("FAKE_SLEEP", "0")))
     except KeyboardInterrupt:
         event("interrupted")
         sys.exit(130)
-    lr = float(get("--lr", "0"))
     if os.environ.get("FAKE_FAIL_LR") and float(os.environ["FAKE_FAIL_LR"]) == lr:
         print("fake failure", file=sys.stderr)
         event("failed")
@@ -228,6 +229,7 @@ def fake(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_CALLS", str(calls))
     monkeypatch.delenv("FAKE_FAIL_LR", raising=False)
     monkeypatch.delenv("FAKE_SLEEP", raising=False)
+    monkeypatch.delenv("FAKE_QUICK_LR", raising=False)
 
     def events(kind=None):
         if not calls.exists():
@@ -317,6 +319,98 @@ def test_sigterm_stops_running_children_cleanly(tmp_path, fake, monkeypatch):
     state = json.loads((fake["results"] / "sweeps" / "stop" / "sweep.json").read_text())
     assert sorted(e["status"] for e in state["configs"].values()) == [
         "interrupted", "interrupted", "pending"]
+
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie left for init to reap counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _outputs(results: Path) -> dict:
+    """What a finished sweep leaves under final names: file names (temporaries of atomic writes
+    aside), every run's metrics and each configuration's entry of sweep.json."""
+    files = sorted(str(p.relative_to(results)) for p in results.rglob("*")
+                   if p.is_file() and not p.name.endswith(".tmp"))
+    metrics = {p.parent.name: json.loads(p.read_text())
+               for p in results.glob("sweep-*/metrics.json")}
+    state = json.loads((results / "sweeps" / "kill" / "sweep.json").read_text())["configs"]
+    table = {h: (e["status"], e["run_id"], e["flags"], e.get("uar_mean"))
+             for h, e in state.items()}
+    return {"files": files, "metrics": metrics, "state": table,
+            "failed": (results / "sweeps" / "kill" / "failed.txt").read_text()}
+
+
+@pytest.mark.parametrize("victims", ["driver", "driver and children"])
+def test_sigkill_mid_sweep_then_rerun_gives_the_uninterrupted_outputs(tmp_path, fake,
+                                                                       monkeypatch, victims):
+    """kill -9 of the sweep driver (its children, in their own sessions, survive it) or of
+    everything (a crash): re-running the sweep finishes with what an uninterrupted sweep writes,
+    never runs a configuration twice at once, and no stale lock blocks it."""
+    sweep_file = write(tmp_path / "kill.sh", "lr=(0.001 0.002 0.003 0.004)\n")
+    results = fake["results"]
+    monkeypatch.setenv("FAKE_SLEEP", "60")
+    monkeypatch.setenv("FAKE_QUICK_LR", "0.001")       # one configuration finishes before the kill
+    env = {**os.environ, "SER_SWEEP_PYTHON_MODULE": "fakerunner",
+           "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ['PYTHONPATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "src.utils.sweep", str(sweep_file), "-j", "2",
+                             "--results_root", str(results)], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while (len(fake["events"]("start")) < 3 or not fake["events"]("end")) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(fake["events"]("start")) == 3 and len(fake["events"]("end")) == 1
+        # a second driver of the same sweep is refused while the first one runs
+        assert run_sweep(sweep_file, results, "-j", "2") == 2
+        assert len(fake["events"]("start")) == 3
+        running = [e for e in fake["events"]("start")
+                   if e["run_id"] not in {x["run_id"] for x in fake["events"]("end")}]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=20)
+        if victims == "driver and children":
+            for event in running:
+                os.killpg(event["pid"], signal.SIGKILL)
+        killed_at = time.time()
+        state = json.loads((results / "sweeps" / "kill" / "sweep.json").read_text())
+        assert sorted(e["status"] for e in state["configs"].values()) == [
+            "done", "pending", "running", "running"]
+        for path in results.rglob("*.json"):                # complete under every final name
+            json.loads(path.read_text())
+
+        monkeypatch.setenv("FAKE_SLEEP", "0")
+        assert run_sweep(sweep_file, results, "-j", "2") == 0
+    finally:
+        for event in fake["events"]("start"):             # never leave a sleeper behind
+            if _alive(event["pid"]):
+                os.killpg(event["pid"], signal.SIGKILL)
+
+    events = fake["events"]()
+    assert not any(_alive(e["pid"]) for e in events if e["event"] == "start")
+    ends = {e["pid"]: e["t"] for e in events if e["event"] in ("end", "interrupted", "failed")}
+    if victims == "driver":                               # the orphans were stopped, not left
+        assert {e["pid"] for e in running} <= {e["pid"] for e in events
+                                               if e["event"] == "interrupted"}
+    for run_id in {e["run_id"] for e in events}:
+        spans = sorted((e["t"], ends.get(e["pid"], killed_at)) for e in events
+                       if e["event"] == "start" and e["run_id"] == run_id)
+        for (_, end), (next_start, _) in zip(spans, spans[1:]):
+            assert end <= next_start, f"{run_id} ran twice at once"
+    assert len(fake["events"]("end")) == 4               # each configuration finished once
+
+    reference = tmp_path / "uninterrupted"
+    assert run_sweep(sweep_file, reference, "-j", "2") == 0
+    assert _outputs(results) == _outputs(reference)
+    state = _outputs(results)["state"]
+    assert sorted(s[0] for s in state.values()) == ["done"] * 4
 
 
 # --------------------------------------------------------------------------- analysis

@@ -114,8 +114,9 @@ def export_run(run_dir: str | Path, dest: str | Path, weights_dtype: str = "floa
     command = training_command(saved["run"])
     export = {"source_run": str(run_dir), "weights_dtype": weights_dtype, "command": command,
               "exported": datetime.datetime.now().isoformat(timespec="seconds")}
-    sio.write_json(staging / "config.json", {**saved, "export": export})
     summary = _evaluate_shipped(staging, saved, features_root)
+    export["figures"] = summary
+    sio.write_json(staging / "config.json", {**saved, "export": export})
     _write_readme(staging, saved, export, summary)
     if dest.exists():
         shutil.rmtree(dest)
@@ -172,6 +173,32 @@ def _write_readme(path: Path, saved: dict, export: dict, summary: dict) -> None:
     sio.write_text(path / "README.md", "\n".join(lines))
 
 
+def write_index(root: str | Path) -> Path:
+    """root/README.md: one row per exported run under root/<DATA>/<FEATURE>/."""
+    root = Path(root)
+    rows = ["# Shipped models", "",
+            "Made with `python -m src.training.export`; each folder's README.md has the exact "
+            "training command. Figures are those of the shipped files (mean +/- std over folds, "
+            "%); `--mode test` / `--mode test-cross-corpus` reproduce them.", "",
+            "| folder | run | folds | evaluated on | WAR | UAR | macro-F1 | size |",
+            "|---|---|---|---|---|---|---|---|"]
+    for config_path in sorted(root.glob("*/*/config.json")):
+        run = config_path.parent
+        saved = json.loads(config_path.read_text())
+        figures = saved["export"]["figures"]
+        where = (f"{figures['target_data']} (whole corpus, "
+                 f"{len(saved['class_names'])} shared classes)" if figures["target_data"]
+                 else "own test folds")
+        size = sum(f.stat().st_size for f in run.rglob("*") if f.is_file()) / 2 ** 20
+        rows.append(f"| `{run.relative_to(root)}` | {saved['run_id']} | {figures['n_folds']} | "
+                    f"{where} | " + " | ".join(
+                        f"{100 * figures[f'{k}_mean']:.2f} +/- {100 * figures[f'{k}_std']:.2f}"
+                        for k in ("war", "uar", "macro_f1")) + f" | {size:.1f} MiB |")
+    index = root / "README.md"
+    sio.write_text(index, "\n".join(rows) + "\n")
+    return index
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.training.export",
                                      description=__doc__.split("\n\n")[0])
@@ -189,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"exported {args.run} -> {args.to}")
+    index = write_index(Path(args.to).parent.parent)
+    print(f"exported {args.run} -> {args.to}; index: {index}")
     return 0
 
 

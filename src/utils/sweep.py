@@ -44,6 +44,12 @@ it finished), exit code, log, UAR; it is merged across re-runs. Ctrl-C or
 SIGTERM forwards SIGINT to the running children (finished folds are kept), waits for them (a
 second signal kills them at once), and exits 130 / 143.
 
+A running sweep holds `sweep.lock` (flock): a second driver of the same sweep stops with an error
+(exit 2), and the kernel releases the lock when the driver dies, even by SIGKILL. The children run
+in their own sessions, so a driver killed with SIGKILL (or by the OOM killer) leaves them running,
+still marked `running` in sweep.json; the next run of the sweep stops them first (SIGINT, then
+SIGKILL after the grace period) and then resumes, so no configuration trains twice at once.
+
 `SER_SWEEP_PYTHON_MODULE` (or `--runner`) replaces the entry point, for tests.
 """
 from __future__ import annotations
@@ -491,8 +497,73 @@ class SweepRunner:
 
     # ---- main loop
     def run(self) -> int:
+        lock = self._lock()
+        try:
+            return self._run()
+        finally:
+            lock.close()
+
+    def _lock(self):
+        """Hold `sweep.lock` while the sweep runs (see the module docstring); SweepError when
+        another driver holds it."""
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.sweep_dir / "sweep.lock", "a+")
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            return handle
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise SweepError(f"sweep {self.spec.name} is already running (driver pid {holder}, "
+                             f"lock {self.sweep_dir / 'sweep.lock'}); wait for it or stop it "
+                             f"first") from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        for stale in self.sweep_dir.glob(".*.tmp"):  # left by a killed driver's atomic writes
+            stale.unlink(missing_ok=True)
+        return handle
+
+    def _stop_orphans(self) -> None:
+        """Stop the children that an earlier driver, killed without cleaning up, left running
+        (status `running`, their process still alive): SIGINT to each process group, SIGKILL
+        after STOP_GRACE_SECONDS."""
+        orphans = {h: e for h, e in self.entries.items()
+                   if e.get("status") == "running" and e.get("pid")
+                   and _runs(e["pid"], e.get("run_id", ""))}
+        if not orphans:
+            return
+        print(f"sweep {self.spec.name}: an earlier run of this sweep was killed and left "
+              f"{len(orphans)} configuration(s) running ("
+              f"{', '.join(str(e['pid']) for e in orphans.values())}); stopping them first",
+              file=sys.stderr, flush=True)
+        for entry in orphans.values():
+            _signal_group(entry["pid"], signal.SIGINT)
+        killed = False
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while True:
+            alive = [e for e in orphans.values() if _runs(e["pid"], e.get("run_id", ""))]
+            if not alive:
+                break
+            if time.monotonic() > deadline:
+                if killed:
+                    raise SweepError(f"cannot stop pid(s) {', '.join(str(e['pid']) for e in alive)}"
+                                     f" of an earlier run of sweep {self.spec.name}")
+                for entry in alive:
+                    _signal_group(entry["pid"], signal.SIGKILL)
+                killed, deadline = True, time.monotonic() + 10.0
+            time.sleep(0.1)
+        for entry in orphans.values():
+            entry.update({"status": "interrupted", "pid": None, "ended": _now()})
+
+    def _run(self) -> int:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._load_state()
+        self._stop_orphans()
         todo: list[Config] = []
         skipped = 0
         for config in self.configs:
@@ -587,13 +658,13 @@ class SweepRunner:
         """SIGINT to every child (training exits between steps, finished folds stay); a second
         signal, or STOP_GRACE_SECONDS without exit, kills them."""
         for proc, *_rest in running.values():
-            _signal_group(proc, signal.SIGINT)
+            _signal_group(proc.pid, signal.SIGINT)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         while any(proc.poll() is None for proc, *_rest in running.values()):
             if len(stop) > 1 or time.monotonic() > deadline:
                 for proc, *_rest in running.values():
                     if proc.poll() is None:
-                        _signal_group(proc, signal.SIGKILL)
+                        _signal_group(proc.pid, signal.SIGKILL)
                 break
             time.sleep(0.1)
         for digest, (proc, config, started, log) in running.items():
@@ -603,11 +674,29 @@ class SweepRunner:
                       seconds=round(time.monotonic() - started, 1), pid=None)
 
 
-def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+def _signal_group(pid: int, signum: int) -> None:
+    """Signal the process group of a child (each child leads its own session)."""
     try:
-        os.killpg(proc.pid, signum)
+        os.killpg(pid, signum)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _runs(pid: int, run_id: str) -> bool:
+    """Whether `pid` is alive and still the process that trains `run_id` (a recorded pid can
+    have been reused since; a zombie waiting to be reaped counts as gone)."""
+    if Path("/proc/self").is_dir():  # Linux
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            return False
+        return state != "Z" and run_id.encode() in argv
+    try:
+        os.killpg(pid, 0)
+    except OSError:
+        return False
+    return True
 
 
 def _install_handlers(stop: list[int]) -> dict:
@@ -713,7 +802,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for config in left:
             print(shlex.join(runner.command(config)))
         return 0
-    return runner.run()
+    try:
+        return runner.run()
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
