@@ -313,20 +313,15 @@ def write_cross_corpus_reports(result_dir: Path, run_id: str, saved: dict, resul
                 "epochs": result.get("epochs"), "seconds": result.get("seconds"),
                 "seconds_per_epoch": result.get("seconds_per_epoch")}
 
-    has_source = all("source" in r for r in results)
-    if has_source:
+    extra = {"target_data": saved.get("target_data"), "da_method": saved["run"].get("da_method")}
+    if all("source" in r for r in results):
         source_summary = write_run_report(result_dir / "source", f"{run_id} (source folds)",
                                           saved, [flatten(r, "source") for r in results], names)
-    summary = write_run_report(result_dir, f"{run_id} (target {saved.get('target_data')})",
-                               saved, [flatten(r, "target") for r in results], names,
-                               peak_memory_mb=peak_mb)
-    if has_source:
-        summary["source"] = {k: v for k, v in source_summary.items()
-                             if k.endswith("_mean") or k.endswith("_std")}
-    summary["target_data"] = saved.get("target_data")
-    summary["da_method"] = saved["run"].get("da_method")
-    io.write_json(result_dir / "metrics.json", summary)
-    return summary
+        extra["source"] = {k: v for k, v in source_summary.items()
+                           if k.endswith("_mean") or k.endswith("_std")}
+    return write_run_report(result_dir, f"{run_id} (target {saved.get('target_data')})",
+                            saved, [flatten(r, "target") for r in results], names,
+                            peak_memory_mb=peak_mb, extra=extra)
 
 
 def _plot_embeddings(source: SERData, target: SERData, model_dir: Path, result_dir: Path,

@@ -27,7 +27,7 @@ def selection_note(run_config: dict) -> str:
 
 def write_run_report(result_dir: Path, run_id: str, saved: dict, results: list[dict],
                      class_names: list[str], peak_memory_mb: float = 0.0,
-                     visualize: bool = False, title: str = "") -> dict:
+                     visualize: bool = False, title: str = "", extra: dict | None = None) -> dict:
     """Write report.xlsx, predictions.csv, metrics.json, config.json and PNGs; return summary."""
     result_dir = Path(result_dir)
     result_dir.mkdir(parents=True, exist_ok=True)
@@ -62,8 +62,10 @@ def write_run_report(result_dir: Path, run_id: str, saved: dict, results: list[d
         "finished": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": f"{platform.node()} {platform.machine()}",
     }
-    io.write_json(result_dir / "metrics.json", metrics)
+    metrics.update(extra or {})
+    # metrics.json last: sweeps and benchmarks take its presence as "this run is complete"
     io.write_json(result_dir / "config.json", saved)
+    io.write_json(result_dir / "metrics.json", metrics)
     line = format_summary_line(summary)
     print(f"\n{run_id}: {line}\n{note}\nreport: {result_dir / 'report.xlsx'}")
     return metrics
