@@ -133,7 +133,10 @@ class TemporalBlock(keras.layers.Layer):
             self.convs.append(keras.layers.Conv1D(
                 self.filters, self.kernel_size, dilation_rate=self.dilation_rate,
                 padding="causal", name=f"conv{j + 1}"))
-            self.norms.append(keras.layers.BatchNormalization(name=f"bn{j + 1}"))
+            # Built under a tf.distribute strategy, the batch statistics are taken over the
+            # global batch (all replicas), as on one device; elsewhere plain batch moments.
+            self.norms.append(keras.layers.BatchNormalization(
+                name=f"bn{j + 1}", synchronized=tf.distribute.has_strategy()))
             self.drops.append(keras.layers.SpatialDropout1D(self.dropout, name=f"drop{j + 1}"))
         self.projection = None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -184,15 +185,28 @@ def length_sorted_batches(lengths: np.ndarray, batch_size: int, rng: np.random.G
 
 
 def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: int,
-                 training: bool):
+                 training: bool, n_slices: int = 1, slices: Sequence[int] = (0,),
+                 repeat: bool = False):
     """tf.data pipeline of ({stream: (B,T,D), "length": (B,)}, one-hot (B,C)) batches.
 
     Index batches come from `length_sorted_batches`; each batch gathers its rows from in-memory
     tensors and is cut to its longest utterance rounded up to PAD_MULTIPLE, so no per-sample
     Python runs in the loop. Training re-draws the batch order every epoch from `seed`.
+
+    n_slices > 1 cuts every batch into that many near-equal slices (`np.array_split`, in the
+    batch's length order), each padded like the whole batch, and yields only the slices listed
+    in `slices`, one element each: the per-worker input of a tf.distribute run in which
+    `batch_size` is the global batch and every worker draws the same batches from `seed`.
+    repeat: endless, drawing a new batch order on every pass (train with `steps_per_epoch`).
     """
     import tensorflow as tf
 
+    if n_slices > 1:
+        sizes = [len(b) for b in length_sorted_batches(
+            data.lengths, batch_size, np.random.default_rng(0) if training else None)]
+        if min(sizes) < n_slices:  # sizes do not depend on the draw
+            raise DataError(f"a batch of {min(sizes)} of the {data.n} files cannot be split "
+                            f"over {n_slices} replicas; change --batch_size")
     streams = {k: tf.constant(v) for k, v in data.streams.items()}
     lengths = tf.constant(data.lengths)
     onehot = tf.one_hot(tf.constant(data.labels), n_classes)
@@ -200,18 +214,21 @@ def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: in
 
     def index_batches():
         for batch in length_sorted_batches(data.lengths, batch_size, rng):
-            yield batch.astype(np.int32)
+            t = int(np.ceil(data.lengths[batch].max() / PAD_MULTIPLE) * PAD_MULTIPLE)
+            pieces = np.array_split(batch, n_slices)
+            for i in slices:
+                yield pieces[i].astype(np.int32), np.int32(t)
 
-    def gather(index):
-        batch_lengths = tf.gather(lengths, index)
-        t = tf.reduce_max(batch_lengths)
-        t = ((t + PAD_MULTIPLE - 1) // PAD_MULTIPLE) * PAD_MULTIPLE
+    def gather(index, t):
         inputs = {k: tf.gather(v, index)[:, :t] for k, v in streams.items()}
-        inputs[LENGTH_KEY] = batch_lengths
+        inputs[LENGTH_KEY] = tf.gather(lengths, index)
         return inputs, tf.gather(onehot, index)
 
-    n_batches = int(np.ceil(data.n / batch_size))
+    n_batches = int(np.ceil(data.n / batch_size)) * len(slices)
     dataset = tf.data.Dataset.from_generator(
-        index_batches, output_signature=tf.TensorSpec(shape=(None,), dtype=tf.int32))
+        index_batches, output_signature=(tf.TensorSpec(shape=(None,), dtype=tf.int32),
+                                         tf.TensorSpec(shape=(), dtype=tf.int32)))
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(n_batches))
+    if repeat:
+        dataset = dataset.repeat()
     return dataset.map(gather).prefetch(2)

@@ -9,6 +9,8 @@ at the first unfinished fold.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import resource
 import shutil
@@ -112,21 +114,112 @@ def compile_model(model, cfg: RunConfig, steps_per_epoch: int):
     return model
 
 
-def distribution_scope(cfg: RunConfig):
-    """Scope in which models are built and compiled: a tf.distribute strategy or nothing.
+@functools.lru_cache(maxsize=None)
+def distribution_strategy(kind: str):
+    """The process's tf.distribute strategy for `--distribute kind` (None for "none").
 
-    Batches stay global (`--batch_size` is split over replicas by Keras), so the learning rate
-    needs no rescaling for the same effective batch.
+    Created once per process: MultiWorkerMirroredStrategy (which reads TF_CONFIG) sets up the
+    cluster's collective ops and cannot do so twice. `--batch_size` stays the global batch: every
+    step splits one batch over all replicas (see `distributed_dataset`), so the optimisation is
+    the single-device one and `--lr` is used as given.
     """
-    import contextlib
-
-    if cfg.distribute == "none":
-        return contextlib.nullcontext()
+    if kind == "none":
+        return None
     import tensorflow as tf
 
-    if cfg.distribute == "mirrored":
-        return tf.distribute.MirroredStrategy().scope()
-    return tf.distribute.MultiWorkerMirroredStrategy().scope()
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def distribution_scope(cfg: RunConfig):
+    """Scope in which models are built and compiled: the run's strategy, or nothing."""
+    strategy = distribution_strategy(cfg.distribute)
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def is_chief(cfg: RunConfig) -> bool:
+    """False on the other workers of a multi_worker run: they train in lockstep with the chief
+    but write nothing. The chief is TF_CONFIG's "chief" task, else worker 0."""
+    if cfg.distribute != "multi_worker":
+        return True
+    resolver = distribution_strategy(cfg.distribute).cluster_resolver
+    if resolver is None or resolver.task_type is None:  # no TF_CONFIG: a one-worker cluster
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def chief_decides(cfg: RunConfig, flag: bool) -> bool:
+    """The chief's `flag` on every worker of a multi_worker run (one all-reduce), so that all
+    workers skip or train the same folds even when only the chief can see the run folder."""
+    if cfg.distribute != "multi_worker":
+        return flag
+    import tensorflow as tf
+
+    strategy = distribution_strategy(cfg.distribute)
+    mine = tf.constant(1.0 if flag and is_chief(cfg) else 0.0)
+
+    @tf.function
+    def all_reduce():
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: mine),
+                               axis=None)
+
+    return bool(all_reduce().numpy() > 0)
+
+
+def distributed_dataset(strategy, data: SERData, batch_size: int, seed: int | None,
+                        n_classes: int, training: bool):
+    """Input for `fit` under `strategy`: each step is one global batch of `batch_size` files,
+    drawn identically by every worker (same seed) and split into one slice per replica (each
+    padded like the whole batch), so a step sees what a single-device step sees. Endless:
+    train with `steps_per_epoch`."""
+    def dataset_fn(context):
+        local = context.num_replicas_in_sync // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+        return make_dataset(data, batch_size, seed, n_classes, training,
+                            n_slices=context.num_replicas_in_sync,
+                            slices=range(first, first + local), repeat=True)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+@contextlib.contextmanager
+def _keras_distribution_fixes(model, n_classes: int):
+    """Work around two Keras 3 bugs with tf.distribute, for the duration of `fit`.
+
+    1. keras-team/keras#20329: before training or evaluating, `fit` and `evaluate` pull a batch
+       from the distributed input and average it over replicas to build the loss, metric and
+       optimizer state; that fails for dict inputs, and the pulled iterator would cost the
+       training input one draw of its batch order. That state is built here from the model's
+       input specs instead, and the pull is skipped.
+    2. tensorflow/tensorflow#72388: with several workers, each step's scalar logs are averaged
+       with `strategy.reduce("MEAN", value, axis=0)`, which needs a batch axis; the steps return
+       them with one. (Epoch logs, and so the history, are read from the metrics themselves.)
+    """
+    import keras
+    import tensorflow as tf
+
+    strategy = model.distribute_strategy
+    y = keras.KerasTensor((None, n_classes), "float32")
+    with strategy.scope():
+        model._symbolic_build(data_batch=(model.input, y))
+    patched = {"_maybe_symbolic_build": lambda iterator=None, data_batch=None: None}
+    if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode()):
+        for name in ("train_step", "test_step"):
+            step = getattr(model, name)
+            patched[name] = lambda data, step=step: keras.tree.map_structure(
+                lambda v: keras.ops.reshape(v, (1,)), step(data))
+    for name, fn in patched.items():
+        setattr(model, name, fn)
+    try:
+        yield
+    finally:
+        for name in patched:
+            delattr(model, name)
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -186,8 +279,19 @@ def fit_model(model, train: SERData, val: SERData | None, cfg: RunConfig, seed: 
     import keras
 
     n_classes = len(train.class_names)
-    train_ds = make_dataset(train, cfg.batch_size, seed, n_classes, training=True)
-    val_ds = make_dataset(val, cfg.batch_size, None, n_classes, training=False) if val else None
+    strategy = distribution_strategy(cfg.distribute)
+    steps, built = {}, contextlib.nullcontext()
+    if strategy is None:
+        train_ds = make_dataset(train, cfg.batch_size, seed, n_classes, training=True)
+        val_ds = (make_dataset(val, cfg.batch_size, None, n_classes, training=False)
+                  if val else None)
+    else:
+        train_ds = distributed_dataset(strategy, train, cfg.batch_size, seed, n_classes, True)
+        val_ds = (distributed_dataset(strategy, val, cfg.batch_size, None, n_classes, False)
+                  if val else None)
+        steps = {"steps_per_epoch": int(np.ceil(train.n / cfg.batch_size)),
+                 "validation_steps": int(np.ceil(val.n / cfg.batch_size)) if val else None}
+        built = _keras_distribution_fixes(model, n_classes)
     timer, guard = _epoch_timer(), _stop_on_non_finite()
     callbacks = [timer, guard]
     monitor = cfg.monitor if val is not None else cfg.monitor.replace("val_", "")
@@ -196,8 +300,10 @@ def fit_model(model, train: SERData, val: SERData | None, cfg: RunConfig, seed: 
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
                                                        patience=cfg.patience,
                                                        restore_best_weights=True))
-    history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epoch,
-                        callbacks=callbacks, verbose=1 if cfg.verbose else 0, shuffle=False)
+    with built:
+        history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epoch,
+                            callbacks=callbacks, verbose=1 if cfg.verbose else 0,
+                            shuffle=False, **steps)
     if getattr(guard, "bad_epoch", None):
         raise NonFiniteLoss(
             f"training loss or weights became NaN/Inf at epoch {guard.bad_epoch}; likely causes: a learning "
@@ -237,8 +343,9 @@ def run_paths(cfg: RunConfig) -> tuple[str, Path, Path]:
 
 
 def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
-               fold_dir: Path) -> dict:
-    """Train and evaluate one fold; writes model.keras, split.json and result.json."""
+               fold_dir: Path | None) -> dict:
+    """Train and evaluate one fold; writes model.keras, split.json and result.json to
+    `fold_dir` (nothing when it is None: the non-chief workers of a multi_worker run)."""
     from src.models.model import build_model
     from src.utils.metrics import compute_metrics
 
@@ -261,11 +368,12 @@ def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
     probs = predict_probs(model, test)
     y_pred = probs.argmax(axis=1)
     metrics = compute_metrics(test.labels, y_pred, data.class_names)
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    save_model(model, fold_dir / "model.keras")
-    io.write_json(fold_dir / "split.json", {"train": list(train.file_ids),
-                                            "val": list(val.file_ids),
-                                            "test": list(test.file_ids)})
+    if fold_dir is not None:
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        save_model(model, fold_dir / "model.keras")
+        io.write_json(fold_dir / "split.json", {"train": list(train.file_ids),
+                                                "val": list(val.file_ids),
+                                                "test": list(test.file_ids)})
     monitor_values = history.get(cfg.monitor) or history.get("loss")
     best = (int(np.argmin(monitor_values) if "loss" in cfg.monitor
                 else np.argmax(monitor_values)) + 1) if monitor_values else 0
@@ -276,7 +384,8 @@ def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
               "seconds": seconds,
               "seconds_per_epoch": float(np.median(epoch_times)) if epoch_times else 0.0,
               "n_train": train.n, "n_val": val.n, "n_test": test.n}
-    io.write_json(fold_dir / "result.json", result)  # written last: marks the fold finished
+    if fold_dir is not None:  # written last: marks the fold finished
+        io.write_json(fold_dir / "result.json", result)
     return result
 
 
@@ -286,11 +395,12 @@ def _jsonable_metrics(metrics: dict) -> dict:
     return out
 
 
-def prepare_run_dir(cfg: RunConfig, data: SERData) -> tuple[str, Path, Path, dict]:
+def prepare_run_dir(cfg: RunConfig, data: SERData,
+                    write: bool = True) -> tuple[str, Path, Path, dict]:
     """Create (or reopen for resumption) the run folders; returns (run_id, model_dir,
-    result_dir, saved config dict)."""
+    result_dir, saved config dict). With `write` False, only checks and touches nothing."""
     run_id, model_dir, result_dir = run_paths(cfg)
-    if cfg.overwrite:
+    if cfg.overwrite and write:
         shutil.rmtree(model_dir, ignore_errors=True)
         shutil.rmtree(result_dir, ignore_errors=True)
     saved = {"run_id": run_id, "run": cfg.to_dict(), "class_names": data.class_names,
@@ -298,7 +408,7 @@ def prepare_run_dir(cfg: RunConfig, data: SERData) -> tuple[str, Path, Path, dic
              "feature_hashes": data.feature_hashes, "dataset": data.dataset,
              "model": model_config_from(cfg).to_dict()}
     config_path = model_dir / "config.json"
-    if config_path.exists():
+    if config_path.exists() and not cfg.overwrite:  # (another worker may be deleting it)
         import json
 
         previous = json.loads(config_path.read_text())
@@ -306,14 +416,18 @@ def prepare_run_dir(cfg: RunConfig, data: SERData) -> tuple[str, Path, Path, dic
             raise ExperimentError(
                 f"{model_dir} was trained on feature sets {previous.get('feature_hashes')} but "
                 f"the current ones are {data.feature_hashes}; pass --overwrite or --run_id NEW")
-    io.write_json(config_path, saved)
+    if write:
+        io.write_json(config_path, saved)
     return run_id, model_dir, result_dir, saved
 
 
 def run_training(cfg: RunConfig) -> dict:
-    """Train every fold (resuming finished ones) and write the report; returns the summary."""
+    """Train every fold (resuming finished ones) and write the report; returns the summary.
+
+    In a multi_worker run every worker runs this; only the chief writes (others return {})."""
     from src.training.report import write_run_report
 
+    chief = is_chief(cfg)  # multi_worker: joins the cluster before any other TF work
     data = load_ser_data(cfg.data, cfg.feature_type, cfg.features_root, cfg.fusion_streams,
                          class_names=_label_set(cfg), max_frames=cfg.max_frames,
                          feature_hashes=cfg.feature_hashes(
@@ -324,27 +438,32 @@ def run_training(cfg: RunConfig) -> dict:
     folds = make_folds(data, cfg.protocol, cfg.split_fold, cfg.loso_groups)
     if cfg.max_folds:
         folds = folds[:cfg.max_folds]
-    run_id, model_dir, result_dir, saved = prepare_run_dir(cfg, data)
+    run_id, model_dir, result_dir, saved = prepare_run_dir(cfg, data, write=chief)
     log.info("run %s: %d files, %d classes, %d folds -> %s", run_id, data.n,
              len(data.class_names), len(folds), model_dir)
     results = []
     for fold, (train_idx, test_idx) in enumerate(folds, start=1):
         fold_dir = model_dir / f"fold_{fold:02d}"
         done = fold_dir / "result.json"
-        if done.exists():
+        if chief_decides(cfg, done.exists()):
+            if not chief:
+                continue
             import json
 
             result = json.loads(done.read_text())
             print(f"fold {fold:2d}/{len(folds)}: already finished "
                   f"(WAR {100 * result['metrics']['war']:.2f}%), skipped")
         else:
-            result = train_fold(data, fold, train_idx, test_idx, cfg, fold_dir)
+            result = train_fold(data, fold, train_idx, test_idx, cfg,
+                                fold_dir if chief else None)
             m = result["metrics"]
             print(f"fold {fold:2d}/{len(folds)}: WAR {100 * m['war']:.2f}% "
                   f"UAR {100 * m['uar']:.2f}% F1 {100 * m['macro_f1']:.2f}% "
                   f"| {result['epochs']} epochs (best {result['best_epoch']}), "
                   f"{result['seconds_per_epoch']:.2f} s/epoch")
         results.append(result)
+    if not chief:
+        return {}
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return write_run_report(result_dir, run_id, saved, results, data.class_names,
                             peak_memory_mb=peak_mb, visualize=cfg.visualize)
