@@ -495,7 +495,8 @@ def main(argv=None) -> int:
                         help="also run ACCURACY_RUNS (hours), write benchmarks/accuracy.md and "
                              "the README's accuracy table")
     parser.add_argument("--dry_run", action="store_true",
-                        help="with --accuracy: print the commands, only collect metrics")
+                        help="with --accuracy: print the commands, only collect metrics (no "
+                             "training, no speed benchmarks)")
     parser.add_argument("--skip_speed", action="store_true", help="no speed benchmarks")
     parser.add_argument("--readme", type=Path, default=README,
                         help="README whose accuracy table (between the accuracy-table markers) "
@@ -515,7 +516,7 @@ def main(argv=None) -> int:
             return 2
     status = 0
     devices = None
-    if not args.skip_speed:
+    if not (args.skip_speed or args.dry_run):
         start = time.perf_counter()
         devices = tf_devices()
         if devices.get("gpus"):
