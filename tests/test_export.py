@@ -146,12 +146,12 @@ def emodb_features(tmp_path_factory) -> Path:
     return root
 
 
-def _first_fold_copy(tmp: Path) -> Path:
-    """test_models/EMODB/MFCC with only fold 1 (keeps the test within CI time)."""
-    copy = tmp / "EMODB-MFCC-fold1"
+def _first_fold_copy(tmp: Path, run: str = "EMODB/MFCC") -> Path:
+    """test_models/<run> with only fold 1 (keeps the test within CI time)."""
+    copy = tmp / run.replace("/", "-")
     copy.mkdir()
-    shutil.copyfile(SHIPPED / "EMODB" / "MFCC" / "config.json", copy / "config.json")
-    shutil.copytree(SHIPPED / "EMODB" / "MFCC" / "fold_01", copy / "fold_01")
+    shutil.copyfile(SHIPPED / run / "config.json", copy / "config.json")
+    shutil.copytree(SHIPPED / run / "fold_01", copy / "fold_01")
     return copy
 
 
@@ -185,3 +185,27 @@ def test_predict_with_shipped_models_on_new_and_real_audio(emodb_features, tmp_p
     for k in range(2):
         row = table.index[table["file"] == str(real[k])][0]
         np.testing.assert_allclose(probs[row], stored["probs"][k], atol=1e-4)
+
+
+def test_shipped_adapted_model_reproduces_its_target_figures(tmp_path):
+    run = "EMODB-to-RAVDESS/MFCC"
+    if not (SHIPPED / run / "config.json").exists():
+        pytest.skip(f"test_models/{run} not shipped yet")
+    if not (SHARED_DATA / "RAVDESS").is_dir():
+        pytest.skip(f"RAVDESS not found at {SHARED_DATA}")
+    from src.data_processing.run_data_processing import main as extract_main
+
+    saved = json.loads((SHIPPED / run / "config.json").read_text())
+    trim = ["--trim_silence"] if saved["extraction"]["MFCC"]["trim_silence"] else []
+    features = tmp_path / "features"
+    assert extract_main(["--dataset", "RAVDESS", "--raw_dir", str(SHARED_DATA / "RAVDESS"),
+                         "--features_root", str(features), "--features", "MFCC",
+                         "--no_progress", *trim]) == 0
+    fold1 = _first_fold_copy(tmp_path, run)
+    assert cli({"features": features}, tmp_path, "--mode", "test-cross-corpus", "--data",
+               "EMODB", "--feature_type", "MFCC", "--test_path", str(fold1)) == 0
+    stored = json.loads((fold1 / "fold_01" / "result.json").read_text())["target"]["metrics"]
+    again = json.loads((tmp_path / "results" / f"{saved['run_id']}-on-RAVDESS" /
+                        "metrics.json").read_text())
+    for key in ("war", "uar", "macro_f1"):
+        assert again[f"{key}_mean"] == stored[key], key

@@ -94,7 +94,8 @@ def _headline(result: dict) -> dict:
     """The metrics of a fold result (same-corpus: "metrics"; adapted: "target"/"source")."""
     if "metrics" in result:
         return {"metrics": result["metrics"]}
-    return {side: result[side] for side in ("source", "target") if side in result}
+    return {side: {"metrics": result[side]["metrics"]} for side in ("source", "target")
+            if side in result}
 
 
 def export_run(run_dir: str | Path, dest: str | Path, weights_dtype: str = "float16",
