@@ -155,10 +155,30 @@ def _first_fold_copy(tmp: Path, run: str = "EMODB/MFCC") -> Path:
     return copy
 
 
-def test_shipped_emodb_fold_reproduces_its_figures(emodb_features, tmp_path):
-    fold1 = _first_fold_copy(tmp_path)
-    assert cli({"features": emodb_features}, tmp_path, "--mode", "test", "--test_path",
-               str(fold1)) == 0
+def _extract_like(run: str, tmp: Path, dataset: str = "") -> Path:
+    """Features of `dataset` (default: the run's corpus) made with the run's extraction
+    settings (MFCC runs)."""
+    from src.data_processing.run_data_processing import main as extract_main
+
+    saved = json.loads((SHIPPED / run / "config.json").read_text())
+    trim = ["--trim_silence"] if saved["extraction"]["MFCC"]["trim_silence"] else []
+    root, dataset = tmp / "features", dataset or saved["dataset"]
+    assert extract_main(["--dataset", dataset, "--raw_dir",
+                         str(SHARED_DATA / dataset), "--features_root", str(root),
+                         "--features", "MFCC", "--no_progress", *trim]) == 0
+    return root
+
+
+@pytest.mark.parametrize("run", ["EMODB/MFCC", "RAVDESS/MFCC"])
+def test_shipped_fold_reproduces_its_figures(run, tmp_path):
+    if not (SHIPPED / run / "config.json").exists():
+        pytest.skip(f"test_models/{run} not shipped yet")
+    if not (SHARED_DATA / run.split("/")[0]).is_dir():
+        pytest.skip(f"{run.split('/')[0]} not found at {SHARED_DATA}")
+    features = _extract_like(run, tmp_path)
+    fold1 = _first_fold_copy(tmp_path, run)
+    assert cli({"features": features}, tmp_path, "--mode", "test", "--data", run.split("/")[0],
+               "--test_path", str(fold1)) == 0
     stored = json.loads((fold1 / "fold_01" / "result.json").read_text())["metrics"]
     run_id = json.loads((fold1 / "config.json").read_text())["run_id"]
     again = json.loads((tmp_path / "results" / f"{run_id}-test" / "metrics.json").read_text())
@@ -193,14 +213,8 @@ def test_shipped_adapted_model_reproduces_its_target_figures(tmp_path):
         pytest.skip(f"test_models/{run} not shipped yet")
     if not (SHARED_DATA / "RAVDESS").is_dir():
         pytest.skip(f"RAVDESS not found at {SHARED_DATA}")
-    from src.data_processing.run_data_processing import main as extract_main
-
     saved = json.loads((SHIPPED / run / "config.json").read_text())
-    trim = ["--trim_silence"] if saved["extraction"]["MFCC"]["trim_silence"] else []
-    features = tmp_path / "features"
-    assert extract_main(["--dataset", "RAVDESS", "--raw_dir", str(SHARED_DATA / "RAVDESS"),
-                         "--features_root", str(features), "--features", "MFCC",
-                         "--no_progress", *trim]) == 0
+    features = _extract_like(run, tmp_path, "RAVDESS")
     fold1 = _first_fold_copy(tmp_path, run)
     assert cli({"features": features}, tmp_path, "--mode", "test-cross-corpus", "--data",
                "EMODB", "--feature_type", "MFCC", "--test_path", str(fold1)) == 0
