@@ -176,3 +176,40 @@ def test_hardware_flags_train_a_usable_model(synthetic_features, tmp_path, flags
                          "result.json").read_text())
     probs = np.asarray(result["probs"])
     assert np.isfinite(probs).all() and np.allclose(probs.sum(axis=1), 1.0, atol=1e-2)
+
+
+def test_standardise_groups_uses_each_groups_own_valid_frames():
+    from src.training.data import standardise_groups
+
+    rng = np.random.default_rng(3)
+    data = fake_data(n=12, speakers=3)
+    data.streams["MFCC"] = np.zeros((12, 9, 2), np.float32)
+    for i, length in enumerate(data.lengths):
+        data.streams["MFCC"][i, :length] = rng.normal(5.0 * (i % 3), 1.0 + i % 3, (length, 2))
+    groups = data.metadata["speaker"].to_numpy()
+    out = standardise_groups(data, groups).streams["MFCC"]
+    for group in np.unique(groups):
+        rows = np.flatnonzero(groups == group)
+        frames = np.concatenate([data.streams["MFCC"][i, :data.lengths[i]] for i in rows])
+        expected = (frames - frames.mean(0)) / frames.std(0)
+        got = np.concatenate([out[i, :data.lengths[i]] for i in rows])
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    for i, length in enumerate(data.lengths):
+        assert not out[i, length:].any()  # padding stays zero
+
+
+def test_speaker_norm_is_applied_again_by_test_and_predict(synthetic_features, tmp_path, capsys):
+    args = ["--mode", "train", "--epoch", "3", "--split_fold", "3", "--max_folds", "1",
+            "--run_id", "spk", "--speaker_norm", *TINY]
+    assert cli(synthetic_features, tmp_path, *args) == 0
+    model_dir = tmp_path / "models" / "EMODB" / "MFCC" / "spk"
+    stored = json.loads((model_dir / "fold_01" / "result.json").read_text())
+    assert cli(synthetic_features, tmp_path, "--mode", "test", "--test_path", str(model_dir)) == 0
+    predictions = pd.read_csv(tmp_path / "results" / "spk-test" / "predictions.csv")
+    probs = predictions[[c for c in predictions.columns if c.startswith("p_")]].to_numpy()
+    np.testing.assert_allclose(probs, np.asarray(stored["probs"]), atol=1e-5)
+    capsys.readouterr()
+    wav = next(synthetic_features["raw"].glob("*.wav"))
+    assert cli(synthetic_features, tmp_path, "--mode", "predict", "--test_path", str(model_dir),
+               "--audio", str(wav)) == 0
+    assert "each file is standardised with its own statistics" in capsys.readouterr().out

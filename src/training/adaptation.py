@@ -21,7 +21,7 @@ import numpy as np
 from src.data_processing.corpora import shared_labels
 from src.training.config import RunConfig
 from src.training.data import (SERData, load_ser_data, make_dataset, normalisation_stats,
-                                stream_names, valid_frames)
+                                speaker_groups, standardise_groups, stream_names, valid_frames)
 from src.training.evaluate import load_data_for_models, load_fold_model, load_saved_run
 from src.training.experiment import (ExperimentError, compile_model, make_folds,
                                      model_config_from, predict_probs, prepare_run_dir, save_model,
@@ -93,6 +93,8 @@ def load_domain(dataset: str, cfg: RunConfig, class_names: list[str],
         print(f"{dataset}: dropped {int(dropped.sum())} files of non-shared classes "
               f"({', '.join(f'{k} {v}' for k, v in dropped.items())})")
     data = data.subset(keep)
+    if cfg.speaker_norm:  # after the class filter, as `load_data_for_models` does at test time
+        data = standardise_groups(data, speaker_groups(data))
     index = {c: i for i, c in enumerate(class_names)}
     data.labels = np.array([index[c] for c in data.metadata["label"]], dtype=np.int32)
     data.class_names = list(class_names)

@@ -57,6 +57,7 @@ class RunConfig:
     max_folds: int = 0
     random_seed: int = 46
     max_frames: int = 0
+    speaker_norm: bool = False
     # domain adaptation
     target_data: str = ""
     da_method: str = "lmmd"

@@ -89,12 +89,13 @@ def stream_names(feature_type: str, fusion_streams: str | None = None) -> list[s
 def load_ser_data(dataset: str, feature_type: str, features_root: str | Path,
                   fusion_streams: str | None = None, class_names: list[str] | None = None,
                   feature_hashes: dict[str, str] | None = None,
-                  max_frames: int = 0) -> SERData:
+                  max_frames: int = 0, speaker_norm: bool = False) -> SERData:
     """Load extracted features of `dataset` as padded arrays.
 
     class_names: keep only these labels, in this order (others are dropped and logged);
     default: every label in the corpus, sorted. max_frames > 0 centre-crops longer utterances
-    (recorded in metadata column `cropped`).
+    (recorded in metadata column `cropped`). speaker_norm: standardise every speaker's
+    utterances with that speaker's own statistics (`standardise_groups`), after both.
     """
     names = stream_names(feature_type, fusion_streams)
     hashes = feature_hashes or {}
@@ -130,10 +131,18 @@ def load_ser_data(dataset: str, feature_type: str, features_root: str | Path,
                for name in names}
     label_index = {name: i for i, name in enumerate(class_names)}
     labels = np.array([label_index[t] for t in metadata["label"].astype(str)], dtype=np.int32)
-    return SERData(dataset=dataset.upper(), streams=streams, lengths=lengths, labels=labels,
+    data = SERData(dataset=dataset.upper(), streams=streams, lengths=lengths, labels=labels,
                    class_names=list(class_names), metadata=metadata,
                    extraction={n: c.to_dict() for n, c in configs.items()},
                    feature_hashes=found_hashes)
+    return standardise_groups(data, speaker_groups(data)) if speaker_norm else data
+
+
+def speaker_groups(data: SERData) -> np.ndarray:
+    """(N,) speaker id of every utterance ("" where the corpus names none: one group)."""
+    if "speaker" not in data.metadata:
+        return np.full(data.n, "", dtype=object)
+    return data.metadata["speaker"].fillna("").astype(str).to_numpy()
 
 
 def pad_sequences(arrays: list[np.ndarray], lengths: np.ndarray) -> np.ndarray:
@@ -160,6 +169,24 @@ def normalisation_stats(data: SERData) -> dict[str, tuple[np.ndarray, np.ndarray
         frames = array[valid]
         stats[name] = (frames.mean(axis=0), np.maximum(frames.var(axis=0), 1e-8))
     return stats
+
+
+def standardise_groups(data: SERData, groups: np.ndarray) -> SERData:
+    """Standardise each group's utterances (e.g. one speaker's) with the mean and variance of
+    that group's valid frames, per stream and feature dimension; padding stays zero.
+
+    groups: (N,) labels. Unsupervised (labels are never read), so it may use a test speaker's
+    own recordings, as speaker normalisation in speaker-independent SER does.
+    """
+    valid = valid_frames(data)[..., None]
+    streams = {name: np.zeros_like(array) for name, array in data.streams.items()}
+    for group in pd.unique(groups):
+        rows = np.flatnonzero(groups == group)
+        stats = normalisation_stats(data.subset(rows))
+        for name, array in data.streams.items():
+            mean, var = stats[name]
+            streams[name][rows] = np.where(valid[rows], (array[rows] - mean) / np.sqrt(var), 0.0)
+    return dataclasses.replace(data, streams=streams)
 
 
 def length_sorted_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None,

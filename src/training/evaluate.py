@@ -11,7 +11,7 @@ import pandas as pd
 
 from src.data_processing.config import ExtractionConfig
 from src.training.config import RunConfig
-from src.training.data import SERData, load_ser_data, pad_sequences
+from src.training.data import SERData, load_ser_data, pad_sequences, standardise_groups
 from src.training.experiment import ExperimentError, predict_probs
 from src.training.report import write_run_report
 
@@ -58,7 +58,8 @@ def load_data_for_models(dataset: str, saved: dict, features_root: str,
         return load_ser_data(dataset, run["feature_type"], features_root, run["fusion_streams"],
                              class_names=class_names or saved["class_names"],
                              feature_hashes=saved["feature_hashes"],
-                             max_frames=run.get("max_frames", 0))
+                             max_frames=run.get("max_frames", 0),
+                             speaker_norm=run.get("speaker_norm", False))
     except FileNotFoundError as err:
         settings = "; ".join(f"{k}: {v}" for k, v in saved["extraction"].items())
         raise ExperimentError(
@@ -172,6 +173,11 @@ def extract_for_models(paths: list[Path], saved: dict) -> tuple[SERData, list[tu
                    lengths=lengths, labels=np.zeros(len(kept), dtype=np.int32),
                    class_names=saved["class_names"], metadata=metadata,
                    extraction=saved["extraction"], feature_hashes=saved["feature_hashes"])
+    if saved["run"].get("speaker_norm"):
+        # The speakers of new files are unknown: each file is standardised on its own.
+        print("models trained with --speaker_norm: each file is standardised with its own "
+              "statistics (speakers unknown)")
+        data = standardise_groups(data, np.asarray(data.file_ids))
     return data, failures
 
 

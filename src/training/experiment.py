@@ -431,7 +431,8 @@ def run_training(cfg: RunConfig) -> dict:
     data = load_ser_data(cfg.data, cfg.feature_type, cfg.features_root, cfg.fusion_streams,
                          class_names=_label_set(cfg), max_frames=cfg.max_frames,
                          feature_hashes=cfg.feature_hashes(
-                             stream_names(cfg.feature_type, cfg.fusion_streams)))
+                             stream_names(cfg.feature_type, cfg.fusion_streams)),
+                         speaker_norm=cfg.speaker_norm)
     if cfg.batch_size > data.n:
         raise ExperimentError(f"--batch_size {cfg.batch_size} is larger than the "
                               f"{data.n} files of {data.dataset}")

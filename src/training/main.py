@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--random_seed", type=int, default=d.random_seed)
     g.add_argument("--max_frames", type=int, default=d.max_frames,
                    help="centre-crop utterances longer than this many frames (0 = keep all)")
+    g.add_argument("--speaker_norm", action="store_true",
+                   help="standardise each speaker's features with that speaker's own mean and "
+                        "variance (train, test and target corpora; predict: each file alone)")
     g.add_argument("--label_set", default=d.label_set,
                    help="comma list of labels to keep (e.g. angry,fear,happy,neutral,sad)")
     g = p.add_argument_group("domain adaptation")
