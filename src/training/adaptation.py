@@ -101,15 +101,9 @@ def load_domain(dataset: str, cfg: RunConfig, class_names: list[str],
     return data
 
 
-def standardise(data: SERData, stats: dict) -> SERData:
-    """Standardise every stream with `stats` ({stream: (mean, var)}), padding kept at zero."""
-    streams = {}
-    valid = valid_frames(data)[..., None]
-    for name, array in data.streams.items():
-        mean, var = stats[name]
-        streams[name] = np.where(valid, (array - mean) / np.sqrt(var), 0.0).astype(np.float32)
-    data.streams = streams
-    return data
+def standardise_corpus(data: SERData) -> SERData:
+    """`--domain_norm`: every stream standardised with the whole corpus's own statistics."""
+    return standardise_groups(data, np.zeros(data.n))
 
 
 # ---------------------------------------------------------------------------- training
@@ -270,8 +264,7 @@ def run_adaptation(cfg: RunConfig) -> dict:
     source = load_domain(cfg.data, cfg, names)
     target = load_domain(target_data, cfg, names)
     if cfg.domain_norm:
-        source = standardise(source, normalisation_stats(source))
-        target = standardise(target, normalisation_stats(target))
+        source, target = standardise_corpus(source), standardise_corpus(target)
     for name, data in (("source", source), ("target", target)):
         if cfg.batch_size > data.n:
             raise ExperimentError(f"--batch_size {cfg.batch_size} is larger than the {data.n} "
@@ -380,7 +373,7 @@ def cross_corpus_results(cfg: RunConfig, saved: dict, folds: list[Path]
     target = load_data_for_models(target_data, {**saved, "class_names": names},
                                   cfg.features_root)
     if saved.get("domain_norm"):
-        target = standardise(target, normalisation_stats(target))
+        target = standardise_corpus(target)
     columns = [model_names.index(c) for c in names]
     results = []
     for fold_dir in folds:
