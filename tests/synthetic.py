@@ -37,9 +37,9 @@ def write_emodb_like(root: Path, speakers=("03", "08", "10", "11"), per_class=4,
 
 
 def write_shifted_manifest(root: Path, scale: float, noise: float, per_class=6, seed=1,
-                           labels=("angry", "sad", "neutral")) -> Path:
-    """A CSV-manifest corpus of the same pitch-coded emotions with every pitch scaled by `scale`
-    and louder background noise: a deliberate domain shift."""
+                           labels=("angry", "sad", "neutral"), gain: float = 1.0) -> Path:
+    """A CSV-manifest corpus of the same pitch-coded emotions with every pitch scaled by `scale`,
+    louder background noise and the level multiplied by `gain`: a deliberate domain shift."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -48,7 +48,7 @@ def write_shifted_manifest(root: Path, scale: float, noise: float, per_class=6, 
             name = f"{label}_{k:02d}.wav"
             wave = tone(freq * scale * rng.uniform(0.95, 1.05), rng.uniform(0.6, 1.4), rng)
             wave = wave + noise * rng.standard_normal(len(wave)).astype(np.float32)
-            sf.write(root / name, wave, SR)
+            sf.write(root / name, gain * wave, SR)
             rows.append({"path": name, "label": label, "speaker": f"t{k % 3}"})
     manifest = root / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)

@@ -8,6 +8,7 @@ from src.models.layers import (
     MaskedMeanPooling,
     PaddingAttentionMask,
     ReverseValid,
+    SpecAugment,
     StreamWeights,
     TemporalBlock,
     TemporalPyramidPooling,
@@ -187,12 +188,59 @@ def test_stream_weights():
     assert layer.stream_weights().sum() == pytest.approx(1.0, abs=1e-6)
 
 
+# ------------------------------------------------------------------ SpecAugment
+def test_spec_augment_masks_whole_spans_inside_valid_frames_in_training_only():
+    rng = np.random.default_rng(0)
+    lengths = np.array([60, 25, 8, 1])
+    x = rng.normal(loc=3.0, size=(4, 60, 12)).astype(np.float32)  # no exact zeros
+    layer = SpecAugment(time_masks=2, freq_masks=2, time_width=0.2, freq_width=0.25, seed=3)
+    np.testing.assert_array_equal(layer([x, lengths], training=False), x)
+    masked_any = False
+    for _ in range(5):
+        y = np.asarray(layer([x, lengths], training=True))
+        zero = y == 0
+        np.testing.assert_array_equal(y[~zero], x[~zero])  # kept values are untouched
+        for b, n in enumerate(lengths):
+            frames = np.flatnonzero(zero[b].all(axis=1))  # fully masked frames: time spans
+            bands = np.flatnonzero(zero[b].all(axis=0))  # fully masked channels: bands
+            assert (frames < n).all()  # time spans lie inside the valid frames
+            # two spans of at most floor(0.2 n) frames and two bands of at most 3 channels
+            assert len(frames) <= 2 * int(0.2 * n) and len(bands) <= 2 * 3
+            # every zero is explained by a masked frame or a masked channel
+            explained = np.zeros_like(zero[b])
+            explained[frames] = True
+            explained[:, bands] = True
+            np.testing.assert_array_equal(zero[b], explained)
+            masked_any |= len(frames) > 0 and len(bands) > 0
+    assert masked_any
+
+
+def test_model_with_spec_augment_is_deterministic_at_inference_and_reloads(tmp_path):
+    from src.models.model import ModelConfig, build_model
+
+    config = ModelConfig(filter_size=8, kernel_size=2, stack_size=1, dilation_size=3,
+                         time_masks=2, freq_masks=2)
+    model = build_model({"MFCC": 10}, 3, config)
+    rng = np.random.default_rng(1)
+    inputs = {"MFCC": rng.normal(size=(4, 30, 10)).astype(np.float32),
+              "length": np.array([30, 20, 10, 5], dtype=np.int32)}
+    first = model.predict(inputs, verbose=0)
+    np.testing.assert_array_equal(model.predict(inputs, verbose=0), first)
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(restored.predict(inputs, verbose=0), first, rtol=1e-6)
+    assert restored.get_layer("MFCC_spec_augment").get_config()["time_masks"] == 2
+    # training mode draws new masks on every call (it also moves batch-norm statistics)
+    assert not np.allclose(model(inputs, training=True), model(inputs, training=True))
+
+
 # ------------------------------------------------------------------ configs and validation
 @pytest.mark.parametrize("layer", [
     TemporalBlock(7, kernel_size=3, dilation_rate=4, dropout=0.3, activation="gelu",
                   block="gated", name="tb"),
     ReverseValid(name="rv"), ZeroPadded(), PaddingAttentionMask(), MaskedMeanPooling(),
     WeightLayer(name="w"), StreamWeights(), TemporalPyramidPooling(scales=(1, 2, 8)),
+    SpecAugment(3, 1, time_width=0.2, freq_width=0.4, seed=5),
 ], ids=lambda layer: type(layer).__name__)
 def test_get_config_round_trip(layer):
     config = layer.get_config()

@@ -140,6 +140,8 @@ def test_fusion_model_trains(synthetic_features, tmp_path):
     (["--mode", "predict", "--test_path", "x"], "--audio"),
     (["--epoch", "0"], "--epoch"),
     (["--dropout", "1.5"], "--dropout"),
+    (["--time_masks", "-1"], "--time_masks"),
+    (["--freq_mask_width", "1.5"], "--freq_mask_width"),
 ])
 def test_bad_flags_exit_with_a_clear_line(args, message, capsys):
     with pytest.raises(SystemExit) as info:
@@ -213,3 +215,17 @@ def test_speaker_norm_is_applied_again_by_test_and_predict(synthetic_features, t
     assert cli(synthetic_features, tmp_path, "--mode", "predict", "--test_path", str(model_dir),
                "--audio", str(wav)) == 0
     assert "each file is standardised with its own statistics" in capsys.readouterr().out
+
+
+def test_flags_added_later_keep_older_run_ids_until_set():
+    """Runs made before --time_masks/--freq_masks existed keep their ids (and resume)."""
+    import hashlib
+
+    from src.training.config import _IN_RUN_ID_WHEN_SET, _NOT_IN_RUN_ID, RunConfig
+
+    cfg = RunConfig(data="EMODB", preset="light", lr=1e-3)
+    older = {k: v for k, v in cfg.to_dict().items()
+             if k not in _NOT_IN_RUN_ID and k not in _IN_RUN_ID_WHEN_SET}
+    expected = hashlib.sha1(json.dumps(older, sort_keys=True).encode()).hexdigest()[:8]
+    assert cfg.run_hash() == expected
+    assert RunConfig(data="EMODB", preset="light", lr=1e-3, time_masks=2).run_hash() != expected

@@ -48,6 +48,7 @@ from src.models.layers import (
     MaskedMeanPooling,
     PaddingAttentionMask,
     ReverseValid,
+    SpecAugment,
     StreamWeights,
     TemporalBlock,
     TemporalPyramidPooling,
@@ -94,6 +95,8 @@ class ModelConfig:
     fusion_width: common width W of the streams in multi-stream (fusion) models.
     head_units: Dense sizes of the classifier head; the last one is the "embedding" layer.
     head_dropout: Dropout after each head Dense layer.
+    time_masks, freq_masks: SpecAugment spans per utterance in training (0 = off), each up to
+        time_mask_width of the utterance's frames / freq_mask_width of its feature channels.
     """
 
     filter_size: int = 128
@@ -109,12 +112,21 @@ class ModelConfig:
     fusion_width: int = 128
     head_units: tuple[int, ...] = (1024, 512)
     head_dropout: float = 0.4
+    time_masks: int = 0
+    freq_masks: int = 0
+    time_mask_width: float = 0.1
+    freq_mask_width: float = 0.15
 
     def __post_init__(self) -> None:
         for name in ("filter_size", "kernel_size", "stack_size", "dilation_size", "n_heads",
                      "fusion_width"):
             object.__setattr__(self, name, _positive_int(name, getattr(self, name)))
-        for name in ("dropout", "head_dropout"):
+        for name in ("time_masks", "freq_masks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in ("dropout", "head_dropout", "time_mask_width", "freq_mask_width"):
             object.__setattr__(self, name, _rate(name, getattr(self, name)))
         if self.block not in BLOCK_TYPES:
             raise ValueError(f"unknown block type {self.block!r}; expected one of {BLOCK_TYPES}")
@@ -285,6 +297,9 @@ def build_model(input_dims: dict[str, int], n_classes: int, config: ModelConfig 
             mean, variance = (np.asarray(v, dtype=np.float32) for v in norm_stats[stream])
             x = keras.layers.Normalization(mean=mean, variance=variance,
                                            name=f"norm_{stream}")(x)
+        if config.time_masks or config.freq_masks:
+            x = SpecAugment(config.time_masks, config.freq_masks, config.time_mask_width,
+                            config.freq_mask_width, name=f"{stream}_spec_augment")([x, lengths])
         streams[stream] = ZeroPadded(name=f"{stream}_padding_to_zero")([x, lengths])
 
     if len(streams) == 1:

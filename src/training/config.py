@@ -17,6 +17,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 _NOT_IN_RUN_ID = {"mode", "visualize", "test_path", "audio", "output", "features_root",
                   "results_root", "models_root", "run_id", "overwrite", "verbose",
                   "distribute", "threads", "jit"}
+# Flags added after runs were published: left out of the run id while at their default, so the
+# ids (and resumable runs) made before they existed stay the same.
+_IN_RUN_ID_WHEN_SET = {"time_masks": 0, "freq_masks": 0, "time_mask_width": 0.1,
+                       "freq_mask_width": 0.15}
 
 
 @dataclasses.dataclass
@@ -48,6 +52,10 @@ class RunConfig:
     block: str = "residual"
     use_dtpm: bool = True
     use_attention: bool = True
+    time_masks: int = 0
+    freq_masks: int = 0
+    time_mask_width: float = 0.1
+    freq_mask_width: float = 0.15
     # protocol
     protocol: str = "kfold"
     split_fold: int = 10
@@ -113,7 +121,8 @@ class RunConfig:
 
     def run_hash(self) -> str:
         """8 hex digits over the flags that change the trained models."""
-        relevant = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_RUN_ID}
+        relevant = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_RUN_ID
+                    and not (k in _IN_RUN_ID_WHEN_SET and v == _IN_RUN_ID_WHEN_SET[k])}
         return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:8]
 
     def default_run_id(self) -> str:

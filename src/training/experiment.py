@@ -96,7 +96,8 @@ def model_config_from(cfg: RunConfig):
         PRESETS[cfg.preset], filter_size=cfg.filter_size, kernel_size=cfg.kernel_size,
         stack_size=cfg.stack_size, dilation_size=cfg.dilation_size, dropout=cfg.dropout,
         activation=cfg.activation, block=cfg.block, use_dtpm=cfg.use_dtpm,
-        use_attention=cfg.use_attention)
+        use_attention=cfg.use_attention, time_masks=cfg.time_masks, freq_masks=cfg.freq_masks,
+        time_mask_width=cfg.time_mask_width, freq_mask_width=cfg.freq_mask_width)
 
 
 def compile_model(model, cfg: RunConfig, steps_per_epoch: int):

@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--use_dtpm", type=_bool, default=d.use_dtpm, metavar="{true,false}")
     g.add_argument("--use_attention", type=_bool, default=d.use_attention,
                    metavar="{true,false}")
+    g.add_argument("--time_masks", type=int, default=d.time_masks,
+                   help="SpecAugment: frame spans masked per utterance in training (0 = off)")
+    g.add_argument("--freq_masks", type=int, default=d.freq_masks,
+                   help="SpecAugment: feature-channel bands masked per utterance (0 = off)")
+    g.add_argument("--time_mask_width", type=float, default=d.time_mask_width,
+                   help="largest time span, as a fraction of the utterance's frames")
+    g.add_argument("--freq_mask_width", type=float, default=d.freq_mask_width,
+                   help="largest band, as a fraction of the feature channels")
     g = p.add_argument_group("protocol")
     g.add_argument("--protocol", choices=("kfold", "loso"), default=d.protocol)
     g.add_argument("--split_fold", type=int, default=d.split_fold)
@@ -149,6 +157,9 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
         (min(cfg.filter_size, cfg.kernel_size, cfg.stack_size, cfg.dilation_size) < 1,
          "--filter_size, --kernel_size, --stack_size and --dilation_size must be at least 1"),
         (not 0 < cfg.val_fraction < 1, "--val_fraction must be in (0, 1)"),
+        (min(cfg.time_masks, cfg.freq_masks) < 0, "--time_masks and --freq_masks must be >= 0"),
+        (not (0 <= cfg.time_mask_width < 1 and 0 <= cfg.freq_mask_width < 1),
+         "--time_mask_width and --freq_mask_width must be in [0, 1)"),
     ]
     for failed, message in checks:
         if failed:
