@@ -19,8 +19,7 @@ _NOT_IN_RUN_ID = {"mode", "visualize", "test_path", "audio", "output", "features
                   "distribute", "threads", "jit"}
 # Flags added after runs were published: left out of the run id while at their default, so the
 # ids (and resumable runs) made before they existed stay the same.
-_IN_RUN_ID_WHEN_SET = {"time_masks": 0, "freq_masks": 0, "time_mask_width": 0.1,
-                       "freq_mask_width": 0.15}
+_IN_RUN_ID_WHEN_SET = {"time_masks", "freq_masks", "time_mask_width", "freq_mask_width"}
 
 
 @dataclasses.dataclass
@@ -121,8 +120,9 @@ class RunConfig:
 
     def run_hash(self) -> str:
         """8 hex digits over the flags that change the trained models."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
         relevant = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_RUN_ID
-                    and not (k in _IN_RUN_ID_WHEN_SET and v == _IN_RUN_ID_WHEN_SET[k])}
+                    and not (k in _IN_RUN_ID_WHEN_SET and v == defaults[k])}
         return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:8]
 
     def default_run_id(self) -> str:
