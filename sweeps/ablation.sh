@@ -16,6 +16,8 @@ VARIANTS=(
   "--feature_type MFCC --use_dtpm false --use_attention false"      # TCN only
   "--feature_type MFCC --use_dtpm true --use_attention false"       # + DTPM
   "--feature_type MFCC --use_dtpm true --use_attention true"        # + attention (full model)
+  "--feature_type MFCC --head_units none"                           # full model, softmax on the pooled features
+  "--feature_type MFCC --use_dtpm false --use_attention false --head_units none"   # TIM-Net's classifier
   "--feature_type MFCC --use_dtpm true --use_attention true --mode train-lmmd --target_data RAVDESS --da_method lmmd"   # + LMMD (EMODB -> RAVDESS)
 )
 

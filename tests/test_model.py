@@ -53,6 +53,8 @@ def with_embedding(model):
     ({"MFCC": 6}, dict(block="gated", use_attention=False, use_dtpm=False)),
     ({"LogMel": 9}, dict(stack_size=2, dilation_size=2, kernel_size=3, use_dtpm=False)),
     ({"MFCC": 6, "LogMel": 12, "HuBERT": 10, "Other": 3}, dict(use_attention=False)),
+    ({"MFCC": 6}, dict(use_attention=False, use_dtpm=False, head_units=())),  # TIM-Net head
+    ({"MFCC": 6}, dict(head_units=())),
 ])
 def test_output_shapes_and_named_layers(dims, overrides):
     config = dataclasses.replace(TINY, **overrides)
@@ -60,7 +62,8 @@ def test_output_shapes_and_named_layers(dims, overrides):
     assert {t.name for t in model.inputs} == set(dims) | {"length"}
     batch = make_batch(np.random.default_rng(0), dims, [10, 4, 1], 10)
     embedding, probs = with_embedding(model)(batch, training=False)
-    assert probs.shape == (3, 5) and embedding.shape == (3, config.head_units[-1])
+    width = config.head_units[-1] if config.head_units else config.filter_size
+    assert probs.shape == (3, 5) and embedding.shape == (3, width)
     np.testing.assert_allclose(probs.numpy().sum(1), 1.0, rtol=1e-5)
     assert model.output.shape[-1] == 5 and model.layers[-1].name == "probabilities"
     blocks = [layer for layer in model.layers if isinstance(layer, TemporalBlock)]
@@ -189,7 +192,7 @@ def test_config_dict_round_trip_and_presets():
     (dict(block="lstm"), "unknown block type"),
     (dict(activation="frobnicate"), "unknown activation"),
     (dict(dropout=1.0), "dropout"),
-    (dict(head_units=()), "head_units"),
+    (dict(head_units=(64, 0)), "head_units"),
     (dict(n_heads=0), "n_heads"),
 ])
 def test_config_rejects_bad_values(overrides, message):

@@ -142,6 +142,8 @@ def test_fusion_model_trains(synthetic_features, tmp_path):
     (["--dropout", "1.5"], "--dropout"),
     (["--time_masks", "-1"], "--time_masks"),
     (["--freq_mask_width", "1.5"], "--freq_mask_width"),
+    (["--head_units", "64,x"], "--head_units"),
+    (["--head_units", "-4"], "--head_units"),
 ])
 def test_bad_flags_exit_with_a_clear_line(args, message, capsys):
     with pytest.raises(SystemExit) as info:
@@ -229,3 +231,21 @@ def test_flags_added_later_keep_older_run_ids_until_set():
     expected = hashlib.sha1(json.dumps(older, sort_keys=True).encode()).hexdigest()[:8]
     assert cfg.run_hash() == expected
     assert RunConfig(data="EMODB", preset="light", lr=1e-3, time_masks=2).run_hash() != expected
+    assert RunConfig(data="EMODB", preset="light", lr=1e-3,
+                     head_units="none").run_hash() != expected
+
+
+def test_timnet_head_puts_the_softmax_on_the_pooled_features(synthetic_features, tmp_path):
+    """--head_units none --use_dtpm false --use_attention false is TIM-Net's classifier."""
+    import keras
+
+    assert cli(synthetic_features, tmp_path, "--mode", "train", "--epoch", "2", "--split_fold",
+               "3", "--max_folds", "1", "--run_id", "timnet-head", *TINY, "--head_units",
+               "none", "--use_dtpm", "false", "--use_attention", "false") == 0
+    model_dir = tmp_path / "models" / "EMODB" / "MFCC" / "timnet-head"
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["model"]["head_units"] == [] and config["run"]["head_units"] == "none"
+    model = keras.saving.load_model(model_dir / "fold_01" / "model.keras")
+    dense = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert dense == ["probabilities"]
+    assert model.get_layer("embedding").output.shape[-1] == config["model"]["filter_size"]

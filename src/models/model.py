@@ -94,6 +94,8 @@ class ModelConfig:
     n_heads: heads of that attention and of the fusion attention.
     fusion_width: common width W of the streams in multi-stream (fusion) models.
     head_units: Dense sizes of the classifier head; the last one is the "embedding" layer.
+        Empty: the softmax sits on the pooled features (TIM-Net), which are then the
+        "embedding".
     head_dropout: Dropout after each head Dense layer.
     time_masks, freq_masks: SpecAugment spans per utterance in training (0 = off), each up to
         time_mask_width of the utterance's frames / freq_mask_width of its feature channels.
@@ -135,8 +137,6 @@ class ModelConfig:
         if isinstance(units, (int, np.integer)):
             units = (units,)
         units = tuple(_positive_int("head_units entries", u) for u in units)
-        if not units:
-            raise ValueError("head_units must contain at least one layer size")
         object.__setattr__(self, "head_units", units)
         for name in ("use_dtpm", "use_attention"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
@@ -331,6 +331,8 @@ def build_model(input_dims: dict[str, int], n_classes: int, config: ModelConfig 
     else:
         x = MaskedMeanPooling(name="masked_mean_pooling")([x, lengths])
 
+    if not config.head_units:
+        x = keras.layers.Identity(name="embedding")(x)
     for i, units in enumerate(config.head_units):
         last = i == len(config.head_units) - 1
         x = keras.layers.Dense(units, activation=config.activation,

@@ -19,7 +19,8 @@ _NOT_IN_RUN_ID = {"mode", "visualize", "test_path", "audio", "output", "features
                   "distribute", "threads", "jit"}
 # Flags added after runs were published: left out of the run id while at their default, so the
 # ids (and resumable runs) made before they existed stay the same.
-_IN_RUN_ID_WHEN_SET = {"time_masks", "freq_masks", "time_mask_width", "freq_mask_width"}
+_IN_RUN_ID_WHEN_SET = {"time_masks", "freq_masks", "time_mask_width", "freq_mask_width",
+                       "head_units"}
 
 
 @dataclasses.dataclass
@@ -55,6 +56,7 @@ class RunConfig:
     freq_masks: int = 0
     time_mask_width: float = 0.1
     freq_mask_width: float = 0.15
+    head_units: str = "1024,512"
     # protocol
     protocol: str = "kfold"
     split_fold: int = 10
@@ -117,6 +119,21 @@ class RunConfig:
         if len(items) == 1:
             return {stream: items[0] for stream in streams}
         return dict(zip(streams, items))
+
+    def head_sizes(self) -> tuple[int, ...]:
+        """--head_units as Dense sizes: "1024,512" -> (1024, 512); "none" -> () (softmax on
+        the pooled features). Raises ValueError naming the flag on anything else."""
+        text = self.head_units.strip().lower()
+        if text in ("", "none", "0"):
+            return ()
+        try:
+            sizes = tuple(int(item) for item in text.split(","))
+        except ValueError:
+            sizes = ()
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"--head_units must be positive integers separated by commas, "
+                             f"or none; got {self.head_units!r}")
+        return sizes
 
     def run_hash(self) -> str:
         """8 hex digits over the flags that change the trained models."""

@@ -97,7 +97,8 @@ def model_config_from(cfg: RunConfig):
         stack_size=cfg.stack_size, dilation_size=cfg.dilation_size, dropout=cfg.dropout,
         activation=cfg.activation, block=cfg.block, use_dtpm=cfg.use_dtpm,
         use_attention=cfg.use_attention, time_masks=cfg.time_masks, freq_masks=cfg.freq_masks,
-        time_mask_width=cfg.time_mask_width, freq_mask_width=cfg.freq_mask_width)
+        time_mask_width=cfg.time_mask_width, freq_mask_width=cfg.freq_mask_width,
+        head_units=cfg.head_sizes())
 
 
 def compile_model(model, cfg: RunConfig, steps_per_epoch: int):

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest time span, as a fraction of the utterance's frames")
     g.add_argument("--freq_mask_width", type=float, default=d.freq_mask_width,
                    help="largest band, as a fraction of the feature channels")
+    g.add_argument("--head_units", default=d.head_units,
+                   help="Dense sizes of the classifier head, comma separated; none = softmax "
+                        "straight on the pooled features, as in TIM-Net (default %(default)s)")
     g = p.add_argument_group("protocol")
     g.add_argument("--protocol", choices=("kfold", "loso"), default=d.protocol)
     g.add_argument("--split_fold", type=int, default=d.split_fold)
@@ -164,6 +167,10 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
     for failed, message in checks:
         if failed:
             parser.error(message)
+    try:
+        cfg.head_sizes()
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def configure_runtime(cfg: RunConfig) -> None:
