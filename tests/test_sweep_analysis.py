@@ -77,10 +77,12 @@ def test_variants_quotes_and_shipped_sweeps(tmp_path):
                c.flags["preset"] == "light" for c in quick)
     ablation, _ = sweep.expand(sweep.parse_sweep_file(REPO_ROOT / "sweeps" / "ablation.sh"))
     rows = [(c.flags.get("feature_type"), c.flags.get("use_dtpm", "true"),
-             c.flags.get("use_attention", "true"), c.flags.get("mode")) for c in ablation]
-    assert ("MFCC", "false", "false", "train") in rows          # TCN only
-    assert ("MFCC", "true", "true", "train-lmmd") in rows       # + LMMD
-    assert ("FUSION", "true", "true", "train") in rows
+             c.flags.get("use_attention", "true"), c.flags.get("mode"),
+             c.flags.get("head_units", "1024,512")) for c in ablation]
+    assert ("MFCC", "false", "false", "train", "1024,512") in rows      # TCN only
+    assert ("MFCC", "true", "true", "train-lmmd", "1024,512") in rows   # + LMMD
+    assert ("FUSION", "true", "true", "train", "1024,512") in rows
+    assert ("MFCC", "false", "false", "train", "none") in rows          # TIM-Net's classifier
     assert len(set(rows)) == len(rows)                          # full model listed once
     default = sweep.parse_sweep_file(REPO_ROOT / "sweeps" / "default.sh")
     assert dict(default.axes)["lr"] == ["1e-4", "3e-4", "1e-3"]
