@@ -549,6 +549,23 @@ def test_analyze_results_tables_workbook_and_plots(fake_results, tmp_path):
     assert not (plots / "uar_vs_lr.png").exists()              # lr never varies
 
 
+def test_ablation_rows_keep_the_heads_apart(tmp_path):
+    """A run with --head_units none is its own row, never the default-head "TCN only"."""
+    fake_run(tmp_path, "full", uar=0.80, war=0.81, f1=0.79)
+    fake_run(tmp_path, "full-new", uar=0.70, war=0.71, f1=0.69, head_units="1024,512",
+             time_masks=0)
+    fake_run(tmp_path, "timnet", uar=0.90, war=0.91, f1=0.89, use_dtpm=False,
+             use_attention=False, head_units="none")
+    frame = analysis.collect_runs(tmp_path, warn=print)
+    _, _, components = analysis.ablation_tables(frame, "EMODB", "MFCC")
+    runs = dict(zip(components["row"], components["run"]))
+    assert runs["TCN only"] == analysis.NOT_RUN
+    assert runs["TCN only, softmax on the pooled features (TIM-Net)"] == "timnet"
+    assert runs["TCN + DTPM + attention"] == "full"
+    keys = frame.set_index("run_id")["config"]
+    assert keys["full"] == keys["full-new"] != keys["timnet"]   # defaults of later flags
+
+
 def section(markdown: str, title: str) -> str:
     start = markdown.index(f"## {title}")
     end = markdown.find("\n## ", start + 3)

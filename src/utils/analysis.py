@@ -43,7 +43,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 KEY_FLAGS = ("data", "feature_type", "preset", "lr", "dropout", "filter_size", "dilation_size",
              "kernel_size", "stack_size", "batch_size", "epoch", "protocol", "val_policy",
              "use_dtpm", "use_attention", "block", "lmmd_weight", "da_method", "target_data")
-EXTRA_FLAGS = ("mode", "fusion_streams", "split_fold", "max_folds", "random_seed")
+EXTRA_FLAGS = ("mode", "fusion_streams", "split_fold", "max_folds", "random_seed", "head_units")
+DEFAULT_HEAD = "1024,512"  # runs made before --head_units existed used this head
 #: Flags that may be plotted as "UAR vs parameter" when they vary across the selected runs.
 SWEEP_PARAMS = ("lr", "dropout", "filter_size", "dilation_size", "kernel_size", "stack_size",
                 "batch_size", "epoch", "lmmd_weight", "feature_type", "fusion_streams", "preset",
@@ -86,8 +87,14 @@ def short_setting(setting: str) -> str:
 
 
 def config_key(flags: dict) -> str:
+    """Hash of the flags that define a configuration; flags added later count only when set,
+    so runs made before they existed share a key with new runs at their defaults."""
+    from src.training.config import _IN_RUN_ID_WHEN_SET, RunConfig
+
+    defaults = RunConfig().to_dict()
     items = sorted((k, json.dumps(v, sort_keys=True, default=str)) for k, v in flags.items()
-                   if k not in NOT_CONFIG)
+                   if k not in NOT_CONFIG
+                   and not (k in _IN_RUN_ID_WHEN_SET and v == defaults.get(k)))
     return hashlib.sha1(json.dumps(items).encode()).hexdigest()[:8]
 
 
@@ -397,6 +404,13 @@ def _truthy(value: Any) -> bool:
                                                       and math.isnan(value)) else False
 
 
+def _head(value: Any) -> str:
+    """The --head_units of a run; runs from before the flag existed had the default head."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return DEFAULT_HEAD
+    return str(value).strip().lower() or "none"
+
+
 def _streams(value: Any) -> str:
     return ",".join(s.strip() for s in str(value or "").split(",") if s.strip())
 
@@ -412,6 +426,8 @@ def ablation_tables(frame: pd.DataFrame, corpus: str | None = None,
     corpus = corpus.upper()
     feature = feature or "MFCC"
     train = train[train["data"] == corpus] if not train.empty else train
+    pooled_head = train[train["head_units"].map(_head) == "none"] if not train.empty else train
+    train = train[train["head_units"].map(_head) == DEFAULT_HEAD] if not train.empty else train
     full = train[train["use_dtpm"].map(_truthy) & train["use_attention"].map(_truthy)] \
         if not train.empty else train
 
@@ -463,6 +479,10 @@ def ablation_tables(frame: pd.DataFrame, corpus: str | None = None,
         row("TCN only", parts(by_feature, False, False), corpus),
         row("TCN + DTPM", parts(by_feature, True, False), corpus),
         row("TCN + DTPM + attention", parts(by_feature, True, True), corpus),
+        row("TCN only, softmax on the pooled features (TIM-Net)",
+            parts(select(pooled_head, feature), False, False), corpus),
+        row("TCN + DTPM + attention, softmax on the pooled features",
+            parts(select(pooled_head, feature), True, True), corpus),
         row(f"full model, no adaptation ({short_setting(direction)})", no_da,
             f"{target or 'target'} (target)"),
         row(f"+ LMMD ({short_setting(direction)})", lmmd, f"{target or 'target'} (target)"),
