@@ -96,6 +96,21 @@ def test_train_lmmd_writes_target_and_source_reports(corpora, tmp_path):
     assert again["war_mean"] == pytest.approx(metrics["war_mean"], abs=1e-9)
 
 
+def test_da_warmup_keeps_the_domain_loss_off_for_its_epochs(corpora, tmp_path):
+    assert run(corpora, tmp_path, "--mode", "train-lmmd", "--epoch", "4", "--da_warmup", "2",
+               "--split_fold", "3", "--max_folds", "1", "--run_id", "warm", *TINY) == 0
+    history = json.loads((tmp_path / "models" / "EMODB" / "MFCC" / "warm" / "fold_01" /
+                          "result.json").read_text())["history"]
+    assert history["lambda"][:2] == [0.0, 0.0]
+    assert 0.0 < history["lambda"][2] < history["lambda"][3] <= 1.0
+
+
+def test_da_warmup_must_leave_epochs_to_adapt(corpora, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run(corpora, tmp_path, "--mode", "train-lmmd", "--epoch", "3", "--da_warmup", "3", *TINY)
+    assert "--da_warmup" in capsys.readouterr().err
+
+
 def test_label_set_outside_the_shared_labels_is_a_clear_error(corpora, tmp_path, capsys):
     assert run(corpora, tmp_path, "--mode", "train-lmmd", "--label_set", "angry,boredom",
                *TINY) == 2

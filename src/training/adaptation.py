@@ -3,7 +3,8 @@
 
 Each training step takes a labelled source batch and an unlabelled target batch:
     loss = CE(source) + lambda(p) * lmmd_weight * D(source embeddings, target embeddings)
-with lambda(p) = 2 / (1 + exp(-10 p)) - 1 over training progress p, and D one of
+with lambda(p) = 2 / (1 + exp(-10 p)) - 1 over training progress p (after `--da_warmup` epochs of
+source-only training, during which lambda is 0), and D one of
 LMMD (class-conditional, target weights from the model's own predictions), global MMD,
 a domain-adversarial loss through a gradient-reversal layer (DANN), or nothing (`none`).
 Target labels are never read in training; they are used only to report target accuracy and to
@@ -107,8 +108,11 @@ def standardise_corpus(data: SERData) -> SERData:
 
 
 # ---------------------------------------------------------------------------- training
-def build_adaptation_trainer(classifier, cfg: RunConfig, total_steps: int):
-    """A keras.Model whose train_step adds the domain loss; wraps (and trains) `classifier`."""
+def build_adaptation_trainer(classifier, cfg: RunConfig, total_steps: int,
+                             warmup_steps: int = 0):
+    """A keras.Model whose train_step adds the domain loss; wraps (and trains) `classifier`.
+
+    lambda is 0 for the first `warmup_steps` steps, then ramps up over the remaining ones."""
     import keras
     import tensorflow as tf
 
@@ -155,7 +159,8 @@ def build_adaptation_trainer(classifier, cfg: RunConfig, total_steps: int):
 
         def train_step(self, data):
             (xs, ys), xt = data
-            progress = tf.minimum(self.step / float(max(1, total_steps)), 1.0)
+            ramp_steps = float(max(1, total_steps - warmup_steps))
+            progress = tf.clip_by_value((self.step - float(warmup_steps)) / ramp_steps, 0.0, 1.0)
             lam = adaptation_lambda(progress)
             with tf.GradientTape() as tape:
                 es, ps = self.embedder(xs, training=True)
@@ -206,7 +211,8 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     classifier = build_model(source.input_dims, len(source.class_names), model_config_from(cfg),
                              norm_stats=norm)
     steps = int(np.ceil(train.n / cfg.batch_size))
-    trainer = build_adaptation_trainer(classifier, cfg, total_steps=steps * cfg.epoch)
+    trainer = build_adaptation_trainer(classifier, cfg, total_steps=steps * cfg.epoch,
+                                       warmup_steps=steps * cfg.da_warmup)
     compile_model(trainer, cfg, steps)
     n_classes = len(source.class_names)
     source_ds = make_dataset(train, cfg.batch_size, seed, n_classes, training=True)

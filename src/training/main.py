@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--target_data", default=d.target_data)
     g.add_argument("--da_method", choices=("lmmd", "mmd", "dann", "none"), default=d.da_method)
     g.add_argument("--lmmd_weight", type=float, default=d.lmmd_weight)
+    g.add_argument("--da_warmup", type=int, default=d.da_warmup,
+                   help="epochs of source-only training before the domain loss ramps up "
+                        "(default %(default)s)")
     g.add_argument("--kernel_mul", type=float, default=d.kernel_mul)
     g.add_argument("--kernel_num", type=int, default=d.kernel_num)
     g.add_argument("--fix_sigma", type=float, default=d.fix_sigma)
@@ -160,6 +163,7 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
         (min(cfg.filter_size, cfg.kernel_size, cfg.stack_size, cfg.dilation_size) < 1,
          "--filter_size, --kernel_size, --stack_size and --dilation_size must be at least 1"),
         (not 0 < cfg.val_fraction < 1, "--val_fraction must be in (0, 1)"),
+        (not 0 <= cfg.da_warmup < cfg.epoch, "--da_warmup must be in [0, --epoch)"),
         (min(cfg.time_masks, cfg.freq_masks) < 0, "--time_masks and --freq_masks must be >= 0"),
         (not (0 <= cfg.time_mask_width < 1 and 0 <= cfg.freq_mask_width < 1),
          "--time_mask_width and --freq_mask_width must be in [0, 1)"),
