@@ -98,9 +98,11 @@ def test_train_lmmd_writes_target_and_source_reports(corpora, tmp_path):
 
 def test_da_warmup_keeps_the_domain_loss_off_for_its_epochs(corpora, tmp_path):
     assert run(corpora, tmp_path, "--mode", "train-lmmd", "--epoch", "4", "--da_warmup", "2",
-               "--split_fold", "3", "--max_folds", "1", "--run_id", "warm", *TINY) == 0
-    history = json.loads((tmp_path / "models" / "EMODB" / "MFCC" / "warm" / "fold_01" /
-                          "result.json").read_text())["history"]
+               "--split_fold", "3", "--max_folds", "1", "--run_id", "warm", "--val_fraction",
+               "0", *TINY) == 0
+    fold = tmp_path / "models" / "EMODB" / "MFCC" / "warm" / "fold_01"
+    assert json.loads((fold / "split.json").read_text())["val"] == []  # --val_fraction 0
+    history = json.loads((fold / "result.json").read_text())["history"]
     assert history["lambda"][:2] == [0.0, 0.0]
     assert 0.0 < history["lambda"][2] < history["lambda"][3] <= 1.0
 

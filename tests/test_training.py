@@ -143,6 +143,8 @@ def test_fusion_model_trains(synthetic_features, tmp_path):
     (["--time_masks", "-1"], "--time_masks"),
     (["--freq_mask_width", "1.5"], "--freq_mask_width"),
     (["--head_units", "64,x"], "--head_units"),
+    (["--val_fraction", "0"], "--patience 0"),
+    (["--val_fraction", "1"], "--val_fraction"),
     (["--head_units", "-4"], "--head_units"),
 ])
 def test_bad_flags_exit_with_a_clear_line(args, message, capsys):
@@ -233,6 +235,19 @@ def test_flags_added_later_keep_older_run_ids_until_set():
     assert RunConfig(data="EMODB", preset="light", lr=1e-3, time_masks=2).run_hash() != expected
     assert RunConfig(data="EMODB", preset="light", lr=1e-3,
                      head_units="none").run_hash() != expected
+
+
+def test_val_fraction_zero_trains_on_every_training_fold_file(synthetic_features, tmp_path):
+    assert cli(synthetic_features, tmp_path, "--mode", "train", "--epoch", "2", "--split_fold",
+               "3", "--max_folds", "1", "--run_id", "noval", "--val_fraction", "0", *TINY) == 0
+    fold = tmp_path / "models" / "EMODB" / "MFCC" / "noval" / "fold_01"
+    split = json.loads((fold / "split.json").read_text())
+    result = json.loads((fold / "result.json").read_text())
+    n_files = len(list(synthetic_features["raw"].glob("*.wav")))
+    assert split["val"] == [] and result["n_val"] == 0
+    assert len(split["train"]) + len(split["test"]) == n_files
+    assert not set(split["train"]) & set(split["test"])
+    assert not any(key.startswith("val_") for key in result["history"])
 
 
 def test_timnet_head_puts_the_softmax_on_the_pooled_features(synthetic_features, tmp_path):

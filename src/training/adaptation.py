@@ -206,7 +206,8 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     seed_everything(seed, deterministic=not cfg.jit)
     fit_idx, val_idx = validation_split(source, np.asarray(train_idx), "kfold",
                                         cfg.val_fraction, seed)
-    train, val, test = source.subset(fit_idx), source.subset(val_idx), source.subset(test_idx)
+    train, test = source.subset(fit_idx), source.subset(test_idx)
+    val = source.subset(val_idx) if len(val_idx) else None
     norm = None if cfg.domain_norm else normalisation_stats(train)
     classifier = build_model(source.input_dims, len(source.class_names), model_config_from(cfg),
                              norm_stats=norm)
@@ -221,7 +222,7 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     import tensorflow as tf
 
     train_ds = tf.data.Dataset.zip((source_ds, target_inputs))
-    val_ds = make_dataset(val, cfg.batch_size, None, n_classes, training=False)
+    val_ds = make_dataset(val, cfg.batch_size, None, n_classes, training=False) if val else None
     timer = _epoch_timer()
     callbacks = [timer]
     if cfg.patience > 0:
@@ -240,7 +241,7 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     fold_dir.mkdir(parents=True, exist_ok=True)
     save_model(classifier, fold_dir / "model.keras")
     io.write_json(fold_dir / "split.json", {"train": list(train.file_ids),
-                                            "val": list(val.file_ids),
+                                            "val": list(val.file_ids) if val else [],
                                             "test": list(test.file_ids)})
     names = source.class_names
     result = {

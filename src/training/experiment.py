@@ -64,7 +64,11 @@ def make_folds(data: SERData, protocol: str, n_folds: int, loso_groups: int = 0)
 
 def validation_split(data: SERData, train_idx: np.ndarray, protocol: str, fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Carve a validation set out of the training folds (stratified; by speaker for loso)."""
+    """Carve a validation set out of the training folds (stratified; by speaker for loso).
+
+    fraction 0: no validation set (fixed-length schedules, every training file is trained on)."""
+    if fraction == 0:
+        return train_idx, train_idx[:0]
     labels = data.labels[train_idx]
     if protocol == "loso":
         groups = data.speakers[train_idx]
@@ -358,7 +362,8 @@ def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
     else:
         fit_idx, val_idx = validation_split(data, np.asarray(train_idx), cfg.protocol,
                                             cfg.val_fraction, seed)
-    train, val, test = data.subset(fit_idx), data.subset(val_idx), data.subset(test_idx)
+    train, test = data.subset(fit_idx), data.subset(test_idx)
+    val = data.subset(val_idx) if len(val_idx) else None
     steps = int(np.ceil(train.n / cfg.batch_size))
     with distribution_scope(cfg):
         model = build_model(data.input_dims, len(data.class_names), model_config_from(cfg),
@@ -374,7 +379,7 @@ def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
         fold_dir.mkdir(parents=True, exist_ok=True)
         save_model(model, fold_dir / "model.keras")
         io.write_json(fold_dir / "split.json", {"train": list(train.file_ids),
-                                                "val": list(val.file_ids),
+                                                "val": list(val.file_ids) if val else [],
                                                 "test": list(test.file_ids)})
     monitor_values = history.get(cfg.monitor) or history.get("loss")
     best = (int(np.argmin(monitor_values) if "loss" in cfg.monitor
@@ -385,7 +390,7 @@ def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
               "history": history, "epochs": len(epoch_times), "best_epoch": best,
               "seconds": seconds,
               "seconds_per_epoch": float(np.median(epoch_times)) if epoch_times else 0.0,
-              "n_train": train.n, "n_val": val.n, "n_test": test.n}
+              "n_train": train.n, "n_val": val.n if val else 0, "n_test": test.n}
     if fold_dir is not None:  # written last: marks the fold finished
         io.write_json(fold_dir / "result.json", result)
     return result

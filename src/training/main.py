@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loso: group speakers into this many folds (0 = one speaker per fold)")
     g.add_argument("--val_policy", choices=("train_split", "test_fold"), default=d.val_policy,
                    help="test_fold reproduces the published protocol (optimistic)")
-    g.add_argument("--val_fraction", type=float, default=d.val_fraction)
+    g.add_argument("--val_fraction", type=float, default=d.val_fraction,
+                   help="share of the training folds held out for early stopping and model "
+                        "selection; 0 = none, train on all of them (needs --patience 0)")
     g.add_argument("--max_folds", type=int, default=d.max_folds,
                    help="run only the first N folds (quick checks)")
     g.add_argument("--random_seed", type=int, default=d.random_seed)
@@ -162,7 +164,9 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
         (not 0 <= cfg.dropout < 1, "--dropout must be in [0, 1)"),
         (min(cfg.filter_size, cfg.kernel_size, cfg.stack_size, cfg.dilation_size) < 1,
          "--filter_size, --kernel_size, --stack_size and --dilation_size must be at least 1"),
-        (not 0 < cfg.val_fraction < 1, "--val_fraction must be in (0, 1)"),
+        (not 0 <= cfg.val_fraction < 1, "--val_fraction must be in [0, 1)"),
+        (cfg.val_fraction == 0 and cfg.patience > 0 and cfg.val_policy == "train_split",
+         "--val_fraction 0 leaves no validation set for early stopping: add --patience 0"),
         (not 0 <= cfg.da_warmup < cfg.epoch, "--da_warmup must be in [0, --epoch)"),
         (min(cfg.time_masks, cfg.freq_masks) < 0, "--time_masks and --freq_masks must be >= 0"),
         (not (0 <= cfg.time_mask_width < 1 and 0 <= cfg.freq_mask_width < 1),
