@@ -549,6 +549,21 @@ def test_analyze_results_tables_workbook_and_plots(fake_results, tmp_path):
     assert not (plots / "uar_vs_lr.png").exists()              # lr never varies
 
 
+def test_class_subsets_are_their_own_cross_corpus_setting(tmp_path):
+    """--label_set runs (five classes) are never pooled with the full shared label set."""
+    fake_run(tmp_path, "six", uar=0.30, war=0.30, f1=0.30, mode="train-lmmd", target="RAVDESS")
+    fake_run(tmp_path, "five", uar=0.50, war=0.50, f1=0.50, mode="train-lmmd", target="RAVDESS",
+             label_set="angry,happy,sad")
+    frame = analysis.collect_runs(tmp_path, warn=print)
+    settings = frame.set_index("run_id")["setting"]
+    assert settings["six"] == "EMODB->RAVDESS"
+    assert settings["five"] == "EMODB->RAVDESS (3 classes)"
+    table = analysis.da_table(analysis.method_summary(frame))
+    lmmd = table[table["method"] == "lmmd"].set_index("direction")
+    assert lmmd.loc["E->R", "UAR %"].startswith("30.00")
+    assert lmmd.loc["E->R (3 classes)", "UAR %"].startswith("50.00")
+
+
 def test_ablation_rows_keep_the_heads_apart(tmp_path):
     """A run with --head_units none is its own row, never the default-head "TCN only"."""
     fake_run(tmp_path, "full", uar=0.80, war=0.81, f1=0.79)

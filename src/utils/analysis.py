@@ -79,11 +79,13 @@ def run_kind(run_id: str, mode: str | None, target: str | None) -> str:
 
 
 def short_setting(setting: str) -> str:
-    """'EMODB->RAVDESS' -> 'E->R'; in-corpus settings unchanged."""
+    """'EMODB->RAVDESS' -> 'E->R', 'EMODB->RAVDESS (5 classes)' -> 'E->R (5 classes)';
+    in-corpus settings unchanged."""
     if "->" not in setting:
         return setting
     source, target = setting.split("->", 1)
-    return f"{source[:1]}->{target[:1]}"
+    suffix = target[target.index(" "):] if " " in target else ""
+    return f"{source[:1]}->{target[:1]}{suffix}"
 
 
 def config_key(flags: dict) -> str:
@@ -113,6 +115,8 @@ def _row(run_dir: Path, metrics: dict) -> dict:
     if kind in CROSS_KINDS:
         row["target_data"] = (target or "").upper()
         row["setting"] = f"{data}->{row['target_data']}"
+        if flags.get("label_set"):  # a class subset is another task: never pooled with the rest
+            row["setting"] += f" ({len(metrics.get('class_names') or [])} classes)"
         if kind == "cross-test" and flags.get("mode") != "train-lmmd":
             row["da_method"] = "none"  # a plain model evaluated on another corpus
     else:
