@@ -138,12 +138,20 @@ class RunConfig:
 
     def run_hash(self) -> str:
         """8 hex digits over the flags that change the trained models."""
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
         relevant = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_RUN_ID
-                    and not (k in _IN_RUN_ID_WHEN_SET and v == defaults[k])}
+                    and not is_late_flag_at_default(k, v)}
         return hashlib.sha1(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:8]
 
     def default_run_id(self) -> str:
         prefix = "lmmd" if self.mode == "train-lmmd" else self.protocol
         target = f"-to-{self.target_data}" if self.mode == "train-lmmd" else ""
         return f"{self.data}{target}-{self.feature_type}-{prefix}-{self.run_hash()}"
+
+
+def is_late_flag_at_default(name: str, value: Any) -> bool:
+    """True for a flag added after runs were published, at its default: such flags stay out of
+    run ids and configuration keys, so older runs match new ones made at the defaults."""
+    return name in _IN_RUN_ID_WHEN_SET and value == _FIELD_DEFAULTS[name]
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}

@@ -35,6 +35,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from src.training.config import RunConfig, is_late_flag_at_default
+
 from src.utils import io
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +46,6 @@ KEY_FLAGS = ("data", "feature_type", "preset", "lr", "dropout", "filter_size", "
              "kernel_size", "stack_size", "batch_size", "epoch", "protocol", "val_policy",
              "use_dtpm", "use_attention", "block", "lmmd_weight", "da_method", "target_data")
 EXTRA_FLAGS = ("mode", "fusion_streams", "split_fold", "max_folds", "random_seed", "head_units")
-DEFAULT_HEAD = "1024,512"  # runs made before --head_units existed used this head
 #: Flags that may be plotted as "UAR vs parameter" when they vary across the selected runs.
 SWEEP_PARAMS = ("lr", "dropout", "filter_size", "dilation_size", "kernel_size", "stack_size",
                 "batch_size", "epoch", "lmmd_weight", "feature_type", "fusion_streams", "preset",
@@ -91,12 +92,8 @@ def short_setting(setting: str) -> str:
 def config_key(flags: dict) -> str:
     """Hash of the flags that define a configuration; flags added later count only when set,
     so runs made before they existed share a key with new runs at their defaults."""
-    from src.training.config import _IN_RUN_ID_WHEN_SET, RunConfig
-
-    defaults = RunConfig().to_dict()
     items = sorted((k, json.dumps(v, sort_keys=True, default=str)) for k, v in flags.items()
-                   if k not in NOT_CONFIG
-                   and not (k in _IN_RUN_ID_WHEN_SET and v == defaults.get(k)))
+                   if k not in NOT_CONFIG and not is_late_flag_at_default(k, v))
     return hashlib.sha1(json.dumps(items).encode()).hexdigest()[:8]
 
 
@@ -408,11 +405,12 @@ def _truthy(value: Any) -> bool:
                                                       and math.isnan(value)) else False
 
 
-def _head(value: Any) -> str:
-    """The --head_units of a run; runs from before the flag existed had the default head."""
+def _head(value: Any) -> tuple[int, ...]:
+    """The head Dense sizes of a run (() = softmax on the pooled features); runs from before
+    --head_units existed had the default head."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return DEFAULT_HEAD
-    return str(value).strip().lower() or "none"
+        return RunConfig().head_sizes()
+    return RunConfig(head_units=str(value)).head_sizes()
 
 
 def _streams(value: Any) -> str:
@@ -430,8 +428,12 @@ def ablation_tables(frame: pd.DataFrame, corpus: str | None = None,
     corpus = corpus.upper()
     feature = feature or "MFCC"
     train = train[train["data"] == corpus] if not train.empty else train
-    pooled_head = train[train["head_units"].map(_head) == "none"] if not train.empty else train
-    train = train[train["head_units"].map(_head) == DEFAULT_HEAD] if not train.empty else train
+    if not train.empty:  # (map, not ==: pandas compares a tuple element by element)
+        heads = train["head_units"].map(_head)
+        pooled_head = train[heads.map(lambda h: h == ())]
+        train = train[heads.map(lambda h: h == RunConfig().head_sizes())]
+    else:
+        pooled_head = train
     full = train[train["use_dtpm"].map(_truthy) & train["use_attention"].map(_truthy)] \
         if not train.empty else train
 
