@@ -151,3 +151,22 @@ def test_lmmd_recovers_target_accuracy_lost_without_adaptation(quiet_target, tmp
         war[method] = metrics["war_mean"]
     assert war["none"] < 0.8  # the shift costs the unadapted model
     assert war["lmmd"] > war["none"] + 0.15
+
+
+def test_balanced_batches_draw_the_source_only(corpora, tmp_path, monkeypatch):
+    """--balanced_batches resamples the labelled source; the target order never uses labels."""
+    import src.training.data as data_module
+
+    drawn = []
+    original = data_module.class_balanced_draw
+
+    def recording_draw(labels, rng):
+        drawn.append(len(labels))
+        return original(labels, rng)
+
+    monkeypatch.setattr(data_module, "class_balanced_draw", recording_draw)
+    assert run(corpora, tmp_path, "--mode", "train-lmmd", "--epoch", "2", "--balanced_batches",
+               "--split_fold", "3", "--max_folds", "1", "--run_id", "bal", *TINY) == 0
+    split = json.loads((tmp_path / "models" / "EMODB" / "MFCC" / "bal" / "fold_01" /
+                        "split.json").read_text())
+    assert drawn and set(drawn) == {len(split["train"])}  # one draw per source epoch

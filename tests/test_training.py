@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from src.training.data import SERData, length_sorted_batches, pad_sequences
+from src.training.data import (SERData, class_balanced_draw, length_sorted_batches,
+                               make_dataset, pad_sequences)
 from src.training.experiment import make_folds, validation_split
 from src.training.main import main as train_main
 from tests.synthetic import TINY, cli
@@ -58,6 +59,39 @@ def test_length_sorted_batches_cover_indices_once():
     eval_batches = length_sorted_batches(lengths, 8, None)
     flat = np.concatenate(eval_batches)
     assert (np.diff(lengths[flat]) >= 0).all()
+
+
+def test_class_balanced_draw_makes_every_class_equally_likely():
+    labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
+    rng = np.random.default_rng(0)
+    draws = np.concatenate([class_balanced_draw(labels, rng) for _ in range(300)])
+    share = np.bincount(labels[draws], minlength=3) / len(draws)
+    assert np.allclose(share, 1 / 3, atol=0.01), share  # a plain permutation: 0.90/0.09/0.01
+    # within a class every file is equally likely: the lone class-2 file carries its third
+    assert set(draws[labels[draws] == 2]) == {99}
+    counts = np.bincount(draws[labels[draws] == 1], minlength=99)[90:99]
+    assert counts.min() > 0.8 * counts.mean()
+
+
+def test_balanced_batches_balance_training_epochs_only():
+    n = 60
+    labels = np.where(np.arange(n) < 50, 0, 1).astype(np.int32)  # 50 / 10
+    data = SERData("X", {"MFCC": np.ones((n, 9, 2), np.float32)},
+                   (np.arange(n) % 7 + 3).astype(np.int32), labels, ["a", "b"],
+                   pd.DataFrame({"file_id": [f"f{i}" for i in range(n)]}), {}, {})
+
+    def class_counts(**kwargs):
+        dataset = make_dataset(data, 8, 3, 2, repeat=True, **kwargs).take(8 * 40)
+        return sum(y.numpy().sum(axis=0) for _, y in dataset)
+
+    balanced = class_counts(training=True, balanced=True)
+    assert balanced.sum() == 40 * n  # an epoch still holds n files
+    assert abs(balanced[1] / balanced.sum() - 0.5) < 0.03, balanced
+    plain = class_counts(training=True)
+    assert plain[1] / plain.sum() == pytest.approx(10 / 60)
+    evaluation = sum(y.numpy().sum(axis=0)
+                     for _, y in make_dataset(data, 8, None, 2, training=False, balanced=True))
+    assert list(evaluation) == [50, 10]  # evaluation passes keep every file once
 
 
 def test_pad_sequences_keeps_values_and_zero_pads():
@@ -235,6 +269,8 @@ def test_flags_added_later_keep_older_run_ids_until_set():
     assert RunConfig(data="EMODB", preset="light", lr=1e-3, time_masks=2).run_hash() != expected
     assert RunConfig(data="EMODB", preset="light", lr=1e-3,
                      head_units="none").run_hash() != expected
+    assert RunConfig(data="EMODB", preset="light", lr=1e-3,
+                     balanced_batches=True).run_hash() != expected
 
 
 def test_val_fraction_zero_trains_on_every_training_fold_file(synthetic_features, tmp_path):

@@ -189,18 +189,32 @@ def standardise_groups(data: SERData, groups: np.ndarray) -> SERData:
     return dataclasses.replace(data, streams=streams)
 
 
+def class_balanced_draw(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(n,) indices drawn with replacement so that every class is equally likely at each draw
+    (minority classes repeat, majority files may be left out of an epoch)."""
+    counts = np.bincount(labels)
+    weights = 1.0 / counts[labels]
+    return rng.choice(len(labels), size=len(labels), p=weights / weights.sum())
+
+
 def length_sorted_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None,
-                          group_batches: int = 8) -> list[np.ndarray]:
+                          group_batches: int = 8,
+                          balance_labels: np.ndarray | None = None) -> list[np.ndarray]:
     """Split indices into batches of similar length.
 
     With `rng` (training): shuffle, sort within groups of `group_batches` batches, shuffle the
-    batch order. Without (evaluation): one deterministic length-sorted pass.
+    batch order; with `balance_labels` too, the epoch is a class-balanced draw of as many
+    indices (`class_balanced_draw`) instead of a permutation. Without `rng` (evaluation): one
+    deterministic length-sorted pass over every index.
     """
     n = len(lengths)
     if rng is None:
         order = np.argsort(lengths, kind="stable")
         return [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    order = rng.permutation(n)
+    if balance_labels is None:
+        order = rng.permutation(n)
+    else:
+        order = class_balanced_draw(balance_labels, rng)
     group = batch_size * group_batches
     batches = []
     for start in range(0, n, group):
@@ -213,7 +227,7 @@ def length_sorted_batches(lengths: np.ndarray, batch_size: int, rng: np.random.G
 
 def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: int,
                  training: bool, n_slices: int = 1, slices: Sequence[int] = (0,),
-                 repeat: bool = False):
+                 repeat: bool = False, balanced: bool = False):
     """tf.data pipeline of ({stream: (B,T,D), "length": (B,)}, one-hot (B,C)) batches.
 
     Index batches come from `length_sorted_batches`; each batch gathers its rows from in-memory
@@ -225,6 +239,7 @@ def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: in
     in `slices`, one element each: the per-worker input of a tf.distribute run in which
     `batch_size` is the global batch and every worker draws the same batches from `seed`.
     repeat: endless, drawing a new batch order on every pass (train with `steps_per_epoch`).
+    balanced (training only): each epoch draws files class-balanced (`class_balanced_draw`).
     """
     import tensorflow as tf
 
@@ -238,9 +253,11 @@ def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: in
     lengths = tf.constant(data.lengths)
     onehot = tf.one_hot(tf.constant(data.labels), n_classes)
     rng = np.random.default_rng(seed) if training else None
+    balance_labels = data.labels if balanced else None
 
     def index_batches():
-        for batch in length_sorted_batches(data.lengths, batch_size, rng):
+        for batch in length_sorted_batches(data.lengths, batch_size, rng,
+                                           balance_labels=balance_labels):
             t = int(np.ceil(data.lengths[batch].max() / PAD_MULTIPLE) * PAD_MULTIPLE)
             pieces = np.array_split(batch, n_slices)
             for i in slices:

@@ -177,7 +177,7 @@ def chief_decides(cfg: RunConfig, flag: bool) -> bool:
 
 
 def distributed_dataset(strategy, data: SERData, batch_size: int, seed: int | None,
-                        n_classes: int, training: bool):
+                        n_classes: int, training: bool, balanced: bool = False):
     """Input for `fit` under `strategy`: each step is one global batch of `batch_size` files,
     drawn identically by every worker (same seed) and split into one slice per replica (each
     padded like the whole batch), so a step sees what a single-device step sees. Endless:
@@ -187,7 +187,8 @@ def distributed_dataset(strategy, data: SERData, batch_size: int, seed: int | No
         first = context.input_pipeline_id * local
         return make_dataset(data, batch_size, seed, n_classes, training,
                             n_slices=context.num_replicas_in_sync,
-                            slices=range(first, first + local), repeat=True)
+                            slices=range(first, first + local), repeat=True,
+                            balanced=balanced)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -288,11 +289,13 @@ def fit_model(model, train: SERData, val: SERData | None, cfg: RunConfig, seed: 
     strategy = distribution_strategy(cfg.distribute)
     steps, built = {}, contextlib.nullcontext()
     if strategy is None:
-        train_ds = make_dataset(train, cfg.batch_size, seed, n_classes, training=True)
+        train_ds = make_dataset(train, cfg.batch_size, seed, n_classes, training=True,
+                                balanced=cfg.balanced_batches)
         val_ds = (make_dataset(val, cfg.batch_size, None, n_classes, training=False)
                   if val else None)
     else:
-        train_ds = distributed_dataset(strategy, train, cfg.batch_size, seed, n_classes, True)
+        train_ds = distributed_dataset(strategy, train, cfg.batch_size, seed, n_classes, True,
+                                       balanced=cfg.balanced_batches)
         val_ds = (distributed_dataset(strategy, val, cfg.batch_size, None, n_classes, False)
                   if val else None)
         steps = {"steps_per_epoch": int(np.ceil(train.n / cfg.batch_size)),

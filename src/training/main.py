@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("optimisation")
     g.add_argument("--epoch", type=int, default=d.epoch)
     g.add_argument("--batch_size", type=int, default=d.batch_size)
+    g.add_argument("--balanced_batches", action="store_true",
+                   help="draw each training epoch class-balanced (with replacement) instead of "
+                        "as a permutation; train-lmmd: the source batches")
     g.add_argument("--lr", type=float, default=d.lr)
     g.add_argument("--beta1", type=float, default=d.beta1)
     g.add_argument("--beta2", type=float, default=d.beta2)
