@@ -24,9 +24,9 @@ from src.training.config import RunConfig
 from src.training.data import (SERData, load_ser_data, make_dataset, normalisation_stats,
                                 speaker_groups, standardise_groups, stream_names, valid_frames)
 from src.training.evaluate import load_data_for_models, load_fold_model, load_saved_run
-from src.training.experiment import (ExperimentError, compile_model, make_folds,
-                                     model_config_from, predict_probs, prepare_run_dir, save_model,
-                                     seed_everything, validation_split, _epoch_timer)
+from src.training.experiment import (ExperimentError, compile_model, fold_subsets, make_folds,
+                                     model_config_from, predict_probs, prepare_run_dir,
+                                     save_fold_model, seed_everything, _epoch_timer)
 from src.utils import io
 
 log = logging.getLogger(__name__)
@@ -204,10 +204,7 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
 
     seed = cfg.random_seed + fold
     seed_everything(seed, deterministic=not cfg.jit)
-    fit_idx, val_idx = validation_split(source, np.asarray(train_idx), "kfold",
-                                        cfg.val_fraction, seed)
-    train, test = source.subset(fit_idx), source.subset(test_idx)
-    val = source.subset(val_idx) if len(val_idx) else None
+    train, val, test = fold_subsets(source, train_idx, test_idx, "kfold", cfg.val_fraction, seed)
     norm = None if cfg.domain_norm else normalisation_stats(train)
     classifier = build_model(source.input_dims, len(source.class_names), model_config_from(cfg),
                              norm_stats=norm)
@@ -239,11 +236,7 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
         raise NonFiniteLoss(f"fold {fold}: loss became NaN/Inf; lower --lr or --lmmd_weight")
     source_probs = predict_probs(classifier, test)
     target_probs = predict_probs(classifier, target)
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    save_model(classifier, fold_dir / "model.keras")
-    io.write_json(fold_dir / "split.json", {"train": list(train.file_ids),
-                                            "val": list(val.file_ids) if val else [],
-                                            "test": list(test.file_ids)})
+    save_fold_model(fold_dir, classifier, train, val, test)
     names = source.class_names
     result = {
         "fold": fold, "history": history, "epochs": len(timer.times),

@@ -351,6 +351,31 @@ def run_paths(cfg: RunConfig) -> tuple[str, Path, Path]:
     return run_id, model_dir, result_dir
 
 
+def fold_subsets(data: SERData, train_idx, test_idx, protocol: str, val_fraction: float,
+                 seed: int, val_on_test: bool = False
+                 ) -> tuple[SERData, SERData | None, SERData]:
+    """(train, val or None, test) of one fold: the validation files come out of the training
+    folds (`validation_split`), or are the test fold itself with `val_on_test` (the published,
+    optimistic protocol)."""
+    if val_on_test:
+        fit_idx, val_idx = np.asarray(train_idx), np.asarray(test_idx)
+    else:
+        fit_idx, val_idx = validation_split(data, np.asarray(train_idx), protocol, val_fraction,
+                                            seed)
+    val = data.subset(val_idx) if len(val_idx) else None
+    return data.subset(fit_idx), val, data.subset(test_idx)
+
+
+def save_fold_model(fold_dir: Path, model, train: SERData, val: SERData | None,
+                    test: SERData) -> None:
+    """Write the fold's model.keras and split.json (the file ids of its three parts)."""
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    save_model(model, fold_dir / "model.keras")
+    io.write_json(fold_dir / "split.json", {"train": list(train.file_ids),
+                                            "val": list(val.file_ids) if val else [],
+                                            "test": list(test.file_ids)})
+
+
 def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
                fold_dir: Path | None) -> dict:
     """Train and evaluate one fold; writes model.keras, split.json and result.json to
@@ -360,13 +385,8 @@ def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
 
     seed = cfg.random_seed + fold
     seed_everything(seed, deterministic=not cfg.jit)
-    if cfg.val_policy == "test_fold":
-        fit_idx, val_idx = np.asarray(train_idx), np.asarray(test_idx)
-    else:
-        fit_idx, val_idx = validation_split(data, np.asarray(train_idx), cfg.protocol,
-                                            cfg.val_fraction, seed)
-    train, test = data.subset(fit_idx), data.subset(test_idx)
-    val = data.subset(val_idx) if len(val_idx) else None
+    train, val, test = fold_subsets(data, train_idx, test_idx, cfg.protocol, cfg.val_fraction,
+                                    seed, val_on_test=cfg.val_policy == "test_fold")
     steps = int(np.ceil(train.n / cfg.batch_size))
     with distribution_scope(cfg):
         model = build_model(data.input_dims, len(data.class_names), model_config_from(cfg),
@@ -379,11 +399,7 @@ def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
     y_pred = probs.argmax(axis=1)
     metrics = compute_metrics(test.labels, y_pred, data.class_names)
     if fold_dir is not None:
-        fold_dir.mkdir(parents=True, exist_ok=True)
-        save_model(model, fold_dir / "model.keras")
-        io.write_json(fold_dir / "split.json", {"train": list(train.file_ids),
-                                                "val": list(val.file_ids) if val else [],
-                                                "test": list(test.file_ids)})
+        save_fold_model(fold_dir, model, train, val, test)
     monitor_values = history.get(cfg.monitor) or history.get("loss")
     best = (int(np.argmin(monitor_values) if "loss" in cfg.monitor
                 else np.argmax(monitor_values)) + 1) if monitor_values else 0
