@@ -169,4 +169,4 @@ def test_balanced_batches_draw_the_source_only(corpora, tmp_path, monkeypatch):
                "--split_fold", "3", "--max_folds", "1", "--run_id", "bal", *TINY) == 0
     split = json.loads((tmp_path / "models" / "EMODB" / "MFCC" / "bal" / "fold_01" /
                         "split.json").read_text())
-    assert drawn and set(drawn) == {len(split["train"])}  # one draw per source epoch
+    assert drawn and set(drawn) == {len(split["train"])}  # every draw: the source training split

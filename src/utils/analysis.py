@@ -36,7 +36,6 @@ import numpy as np
 import pandas as pd
 
 from src.training.config import RunConfig, is_late_flag_at_default
-
 from src.utils import io
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -430,8 +429,9 @@ def ablation_tables(frame: pd.DataFrame, corpus: str | None = None,
     train = train[train["data"] == corpus] if not train.empty else train
     if not train.empty:  # (map, not ==: pandas compares a tuple element by element)
         heads = train["head_units"].map(_head)
+        default_head = RunConfig().head_sizes()
         pooled_head = train[heads.map(lambda h: h == ())]
-        train = train[heads.map(lambda h: h == RunConfig().head_sizes())]
+        train = train[heads.map(lambda h: h == default_head)]
     else:
         pooled_head = train
     full = train[train["use_dtpm"].map(_truthy) & train["use_attention"].map(_truthy)] \
