@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from src.training.data import (SERData, class_balanced_draw, length_sorted_batches,
-                               make_dataset, pad_sequences)
+                               make_dataset, mixup_partners, pad_sequences)
 from src.training.experiment import make_folds, validation_split
 from src.training.main import main as train_main
 from tests.synthetic import TINY, cli
@@ -92,6 +92,42 @@ def test_balanced_batches_balance_training_epochs_only():
     evaluation = sum(y.numpy().sum(axis=0)
                      for _, y in make_dataset(data, 8, None, 2, training=False, balanced=True))
     assert list(evaluation) == [50, 10]  # evaluation passes keep every file once
+
+
+def test_mixup_batches_match_a_numpy_reference():
+    """Mixed batch = w * file + (1 - w) * partner where both have frames, the file alone where
+    only it has, the partner alone where only it has; labels mixed with w; length the longer."""
+    n, t_max, seed = 24, 12, 5
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, t_max + 1, size=n).astype(np.int32)
+    features = rng.normal(size=(n, t_max, 2)).astype(np.float32)
+    features[:, :, 0] = np.arange(n)[:, None] + 1  # channel 0 names the file
+    features[np.arange(t_max)[None, :] >= lengths[:, None]] = 0.0  # zero padded, as loaded
+    labels = (np.arange(n) % 3).astype(np.int32)
+    data = SERData("X", {"MFCC": features}, lengths, labels, ["a", "b", "c"],
+                   pd.DataFrame({"file_id": [f"f{i}" for i in range(n)]}), {}, {})
+    plain = list(make_dataset(data, 8, seed, 3, training=True))
+    mixed = list(make_dataset(data, 8, seed, 3, training=True, mixup=0.4))
+    mix_rng = np.random.default_rng([seed, 1])
+    onehot = np.eye(3, dtype=np.float32)
+    for (x, _), (xm, ym) in zip(plain, mixed):
+        index = x["MFCC"].numpy()[:, 0, 0].astype(int) - 1  # same batch order as without mixup
+        partner, w = mixup_partners(len(index), 0.4, mix_rng)
+        assert ((w >= 0.5) & (w <= 1.0)).all()
+        other = index[partner]
+        t = x["MFCC"].shape[1]
+        a, b = features[index, :t], features[other, :t]
+        frames = np.arange(t)[None, :]
+        own, theirs = frames < lengths[index, None], frames < lengths[other, None]
+        weight = np.where(own & theirs, w[:, None], own.astype(np.float32))[:, :, None]
+        np.testing.assert_allclose(xm["MFCC"].numpy(), weight * a + (1 - weight) * b, atol=1e-6)
+        np.testing.assert_array_equal(xm["length"].numpy(),
+                                      np.maximum(lengths[index], lengths[other]))
+        expected = w[:, None] * onehot[labels[index]] + (1 - w[:, None]) * onehot[labels[other]]
+        np.testing.assert_allclose(ym.numpy(), expected, atol=1e-6)
+    assert len(plain) == len(mixed)
+    evaluation = make_dataset(data, 8, None, 3, training=False, mixup=0.4)
+    assert all(set(np.unique(y.numpy())) <= {0.0, 1.0} for _, y in evaluation)
 
 
 def test_pad_sequences_keeps_values_and_zero_pads():
@@ -180,6 +216,7 @@ def test_fusion_model_trains(synthetic_features, tmp_path):
     (["--val_fraction", "0"], "--patience 0"),
     (["--val_fraction", "1"], "--val_fraction"),
     (["--head_units", "-4"], "--head_units"),
+    (["--mixup", "-0.2"], "--mixup"),
 ])
 def test_bad_flags_exit_with_a_clear_line(args, message, capsys):
     with pytest.raises(SystemExit) as info:
@@ -271,6 +308,7 @@ def test_flags_added_later_keep_older_run_ids_until_set():
                      head_units="none").run_hash() != expected
     assert RunConfig(data="EMODB", preset="light", lr=1e-3,
                      balanced_batches=True).run_hash() != expected
+    assert RunConfig(data="EMODB", preset="light", lr=1e-3, mixup=0.2).run_hash() != expected
 
 
 def test_val_fraction_zero_trains_on_every_training_fold_file(synthetic_features, tmp_path):

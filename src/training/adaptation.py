@@ -214,7 +214,7 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     compile_model(trainer, cfg, steps)
     n_classes = len(source.class_names)
     source_ds = make_dataset(train, cfg.batch_size, seed, n_classes, training=True,
-                             balanced=cfg.balanced_batches)
+                             balanced=cfg.balanced_batches, mixup=cfg.mixup)
     target_ds = make_dataset(target, cfg.batch_size, seed + 10_000, n_classes, training=True)
     target_inputs = target_ds.map(lambda x, y: x).repeat()  # labels dropped here, never read
     import tensorflow as tf

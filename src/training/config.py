@@ -20,7 +20,7 @@ _NOT_IN_RUN_ID = {"mode", "visualize", "test_path", "audio", "output", "features
 # Flags added after runs were published: left out of the run id while at their default, so the
 # ids (and resumable runs) made before they existed stay the same.
 _IN_RUN_ID_WHEN_SET = {"time_masks", "freq_masks", "time_mask_width", "freq_mask_width",
-                       "head_units", "da_warmup", "balanced_batches"}
+                       "head_units", "da_warmup", "balanced_batches", "mixup"}
 
 
 @dataclasses.dataclass
@@ -35,6 +35,7 @@ class RunConfig:
     epoch: int = 300
     batch_size: int = 32
     balanced_batches: bool = False
+    mixup: float = 0.0
     lr: float = 3e-4
     beta1: float = 0.93
     beta2: float = 0.98

@@ -225,9 +225,22 @@ def length_sorted_batches(lengths: np.ndarray, batch_size: int, rng: np.random.G
     return batches
 
 
+def mixup_partners(batch_size: int, alpha: float, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Mixup draw for one batch: (partner positions (B,) int32, weights (B,) float32).
+
+    Each file i is mixed as w_i * x_i + (1 - w_i) * x_partner(i) with a partner from the same
+    batch (a permutation) and w_i ~ Beta(alpha, alpha) folded to [0.5, 1], so the file keeps the
+    larger share and a batch never mixes a file mostly away (Zhang et al. 2018).
+    """
+    weights = rng.beta(alpha, alpha, size=batch_size)
+    weights = np.maximum(weights, 1.0 - weights)
+    return rng.permutation(batch_size).astype(np.int32), weights.astype(np.float32)
+
+
 def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: int,
                  training: bool, n_slices: int = 1, slices: Sequence[int] = (0,),
-                 repeat: bool = False, balanced: bool = False):
+                 repeat: bool = False, balanced: bool = False, mixup: float = 0.0):
     """tf.data pipeline of ({stream: (B,T,D), "length": (B,)}, one-hot (B,C)) batches.
 
     Index batches come from `length_sorted_batches`; each batch gathers its rows from in-memory
@@ -240,6 +253,10 @@ def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: in
     `batch_size` is the global batch and every worker draws the same batches from `seed`.
     repeat: endless, drawing a new batch order on every pass (train with `steps_per_epoch`).
     balanced (training only): each epoch draws files class-balanced (`class_balanced_draw`).
+    mixup > 0 (training only): every batch mixes each file with a partner of the same batch
+    (`mixup_partners`, Beta(mixup, mixup)); features and one-hot labels are mixed with the same
+    weight and the length is the longer of the two. Drawn from its own generator, so the batch
+    order is the one without mixup.
     """
     import tensorflow as tf
 
@@ -254,6 +271,7 @@ def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: in
     onehot = tf.one_hot(tf.constant(data.labels), n_classes)
     rng = np.random.default_rng(seed) if training else None
     balance_labels = data.labels if balanced else None
+    mix_rng = np.random.default_rng([0 if seed is None else seed, 1]) if training and mixup else None
 
     def index_batches():
         for batch in length_sorted_batches(data.lengths, batch_size, rng,
@@ -261,18 +279,39 @@ def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: in
             t = int(np.ceil(data.lengths[batch].max() / PAD_MULTIPLE) * PAD_MULTIPLE)
             pieces = np.array_split(batch, n_slices)
             for i in slices:
-                yield pieces[i].astype(np.int32), np.int32(t)
+                index = pieces[i].astype(np.int32)
+                if mix_rng is None:
+                    yield index, np.int32(t)
+                else:
+                    partner, weight = mixup_partners(len(index), mixup, mix_rng)
+                    yield index, np.int32(t), index[partner], weight
 
     def gather(index, t):
         inputs = {k: tf.gather(v, index)[:, :t] for k, v in streams.items()}
         inputs[LENGTH_KEY] = tf.gather(lengths, index)
         return inputs, tf.gather(onehot, index)
 
+    first_stream = next(iter(streams))
+
+    def gather_mixed(index, t, partner, weight):
+        (inputs, labels), (other, other_labels) = gather(index, t), gather(partner, t)
+        frames = tf.range(tf.shape(inputs[first_stream])[1])[None, :]  # t, or T_max if shorter
+        own = frames < inputs[LENGTH_KEY][:, None]
+        theirs = frames < other[LENGTH_KEY][:, None]
+        # frames only one of the two files has are copied from it, not mixed with padding
+        w = tf.where(own & theirs, weight[:, None], tf.cast(own, tf.float32))[:, :, None]
+        mixed = {k: w * inputs[k] + (1.0 - w) * other[k] for k in streams}
+        mixed[LENGTH_KEY] = tf.maximum(inputs[LENGTH_KEY], other[LENGTH_KEY])
+        return mixed, weight[:, None] * labels + (1.0 - weight[:, None]) * other_labels
+
     n_batches = int(np.ceil(data.n / batch_size)) * len(slices)
-    dataset = tf.data.Dataset.from_generator(
-        index_batches, output_signature=(tf.TensorSpec(shape=(None,), dtype=tf.int32),
-                                         tf.TensorSpec(shape=(), dtype=tf.int32)))
+    signature = (tf.TensorSpec(shape=(None,), dtype=tf.int32),
+                 tf.TensorSpec(shape=(), dtype=tf.int32))
+    if mix_rng is not None:
+        signature += (tf.TensorSpec(shape=(None,), dtype=tf.int32),
+                      tf.TensorSpec(shape=(None,), dtype=tf.float32))
+    dataset = tf.data.Dataset.from_generator(index_batches, output_signature=signature)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(n_batches))
     if repeat:
         dataset = dataset.repeat()
-    return dataset.map(gather).prefetch(2)
+    return dataset.map(gather if mix_rng is None else gather_mixed).prefetch(2)

@@ -177,7 +177,8 @@ def chief_decides(cfg: RunConfig, flag: bool) -> bool:
 
 
 def distributed_dataset(strategy, data: SERData, batch_size: int, seed: int | None,
-                        n_classes: int, training: bool, balanced: bool = False):
+                        n_classes: int, training: bool, balanced: bool = False,
+                        mixup: float = 0.0):
     """Input for `fit` under `strategy`: each step is one global batch of `batch_size` files,
     drawn identically by every worker (same seed) and split into one slice per replica (each
     padded like the whole batch), so a step sees what a single-device step sees. Endless:
@@ -188,7 +189,7 @@ def distributed_dataset(strategy, data: SERData, batch_size: int, seed: int | No
         return make_dataset(data, batch_size, seed, n_classes, training,
                             n_slices=context.num_replicas_in_sync,
                             slices=range(first, first + local), repeat=True,
-                            balanced=balanced)
+                            balanced=balanced, mixup=mixup)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -290,12 +291,12 @@ def fit_model(model, train: SERData, val: SERData | None, cfg: RunConfig, seed: 
     steps, built = {}, contextlib.nullcontext()
     if strategy is None:
         train_ds = make_dataset(train, cfg.batch_size, seed, n_classes, training=True,
-                                balanced=cfg.balanced_batches)
+                                balanced=cfg.balanced_batches, mixup=cfg.mixup)
         val_ds = (make_dataset(val, cfg.batch_size, None, n_classes, training=False)
                   if val else None)
     else:
         train_ds = distributed_dataset(strategy, train, cfg.batch_size, seed, n_classes, True,
-                                       balanced=cfg.balanced_batches)
+                                       balanced=cfg.balanced_batches, mixup=cfg.mixup)
         val_ds = (distributed_dataset(strategy, val, cfg.batch_size, None, n_classes, False)
                   if val else None)
         steps = {"steps_per_epoch": int(np.ceil(train.n / cfg.batch_size)),

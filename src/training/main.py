@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--balanced_batches", action="store_true",
                    help="draw each training epoch class-balanced (with replacement) instead of "
                         "as a permutation; train-lmmd: the source batches")
+    g.add_argument("--mixup", type=float, default=d.mixup, metavar="ALPHA",
+                   help="mix each training file with another of its batch, weight ~ "
+                        "Beta(ALPHA, ALPHA) (features and labels; 0 = off, 0.2-0.4 usual); "
+                        "train-lmmd: the source batches")
     g.add_argument("--lr", type=float, default=d.lr)
     g.add_argument("--beta1", type=float, default=d.beta1)
     g.add_argument("--beta2", type=float, default=d.beta2)
@@ -171,6 +175,7 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
         (cfg.val_fraction == 0 and cfg.patience > 0 and cfg.val_policy == "train_split",
          "--val_fraction 0 leaves no validation set for early stopping: add --patience 0"),
         (not 0 <= cfg.da_warmup < cfg.epoch, "--da_warmup must be in [0, --epoch)"),
+        (cfg.mixup < 0, "--mixup must be >= 0 (0 = off)"),
         (min(cfg.time_masks, cfg.freq_masks) < 0, "--time_masks and --freq_masks must be >= 0"),
         (not (0 <= cfg.time_mask_width < 1 and 0 <= cfg.freq_mask_width < 1),
          "--time_mask_width and --freq_mask_width must be in [0, 1)"),
