@@ -185,6 +185,30 @@ def test_interrupted_run_resumes_at_first_unfinished_fold(synthetic_features, tm
     assert (model_dir / "fold_03" / "result.json").exists()
 
 
+def test_folds_shared_between_processes_match_one_process(synthetic_features, tmp_path, capsys):
+    """--folds trains only the listed folds; each matches the same fold of a one-process run,
+    and the report covers every finished fold of the run."""
+    args = ["--mode", "train", "--epoch", "2", "--split_fold", "3", *TINY]
+    assert cli(synthetic_features, tmp_path, *args, "--run_id", "whole") == 0
+    assert cli(synthetic_features, tmp_path, *args, "--run_id", "shared", "--folds", "3") == 0
+    shared = tmp_path / "models" / "EMODB" / "MFCC" / "shared"
+    assert sorted(p.name for p in shared.glob("fold_*")) == ["fold_03"]
+    report = json.loads((tmp_path / "results" / "shared" / "metrics.json").read_text())
+    assert report["n_folds"] == 1
+    capsys.readouterr()
+    assert cli(synthetic_features, tmp_path, *args, "--run_id", "shared", "--folds", "1-2") == 0
+    assert "fold  3/3: already finished" in capsys.readouterr().out
+    whole = tmp_path / "models" / "EMODB" / "MFCC" / "whole"
+    for fold in ("fold_01", "fold_02", "fold_03"):
+        a = json.loads((whole / fold / "result.json").read_text())
+        b = json.loads((shared / fold / "result.json").read_text())
+        assert a["probs"] == b["probs"] and a["file_ids"] == b["file_ids"]
+    report = json.loads((tmp_path / "results" / "shared" / "metrics.json").read_text())
+    assert report["n_folds"] == 3
+    assert cli(synthetic_features, tmp_path, *args, "--run_id", "shared", "--folds", "4") == 2
+    assert "--folds 4: this run has folds 1-3" in capsys.readouterr().err
+
+
 def test_same_seed_gives_identical_results(synthetic_features, tmp_path):
     args = ["--mode", "train", "--epoch", "2", "--split_fold", "3", "--max_folds", "1", *TINY]
     assert cli(synthetic_features, tmp_path, *args, "--run_id", "a") == 0
@@ -217,6 +241,8 @@ def test_fusion_model_trains(synthetic_features, tmp_path):
     (["--val_fraction", "1"], "--val_fraction"),
     (["--head_units", "-4"], "--head_units"),
     (["--mixup", "-0.2"], "--mixup"),
+    (["--folds", "0"], "--folds"),
+    (["--folds", "2,x"], "--folds"),
 ])
 def test_bad_flags_exit_with_a_clear_line(args, message, capsys):
     with pytest.raises(SystemExit) as info:

@@ -25,8 +25,9 @@ from src.training.data import (SERData, load_ser_data, make_dataset, normalisati
                                 speaker_groups, standardise_groups, stream_names, valid_frames)
 from src.training.evaluate import load_data_for_models, load_fold_model, load_saved_run
 from src.training.experiment import (ExperimentError, compile_model, fold_subsets, make_folds,
-                                     model_config_from, predict_probs, prepare_run_dir,
-                                     save_fold_model, seed_everything, _epoch_timer)
+                                     model_config_from, numbered_folds, predict_probs,
+                                     prepare_run_dir, save_fold_model, seed_everything,
+                                     _epoch_timer)
 from src.utils import io
 
 log = logging.getLogger(__name__)
@@ -272,15 +273,15 @@ def run_adaptation(cfg: RunConfig) -> dict:
                                   f"{name} files of {data.dataset}")
     print(f"{cfg.data} -> {target_data} over {len(names)} shared classes: {', '.join(names)} "
           f"({source.n} source, {target.n} target files; method {cfg.da_method})")
-    folds = make_folds(source, "kfold", cfg.split_fold)
-    if cfg.max_folds:
-        folds = folds[:cfg.max_folds]
+    folds = numbered_folds(make_folds(source, "kfold", cfg.split_fold), cfg)
     run_id, model_dir, result_dir, saved = prepare_run_dir(cfg, source)
     saved.update({"target_data": target_data, "domain_norm": cfg.domain_norm})
     io.write_json(model_dir / "config.json", saved)
     results = []
-    for fold, (train_idx, test_idx) in enumerate(folds, start=1):
+    for fold, (train_idx, test_idx), mine in folds:
         fold_dir = model_dir / f"fold_{fold:02d}"
+        if not mine and not (fold_dir / "result.json").exists():
+            continue
         if (fold_dir / "result.json").exists():
             result = json.loads((fold_dir / "result.json").read_text())
             print(f"fold {fold}: already finished, skipped")

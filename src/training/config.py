@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Flags that do not change what is trained (paths, display, bookkeeping) stay out of the run id.
 _NOT_IN_RUN_ID = {"mode", "visualize", "test_path", "audio", "output", "features_root",
                   "results_root", "models_root", "run_id", "overwrite", "verbose",
-                  "distribute", "threads", "jit"}
+                  "distribute", "threads", "jit", "folds"}
 # Flags added after runs were published: left out of the run id while at their default, so the
 # ids (and resumable runs) made before they existed stay the same.
 _IN_RUN_ID_WHEN_SET = {"time_masks", "freq_masks", "time_mask_width", "freq_mask_width",
@@ -66,6 +66,7 @@ class RunConfig:
     val_policy: str = "train_split"
     val_fraction: float = 0.1
     max_folds: int = 0
+    folds: str = ""
     random_seed: int = 46
     max_frames: int = 0
     speaker_norm: bool = False
@@ -137,6 +138,21 @@ class RunConfig:
             raise ValueError(f"--head_units must be positive integers separated by commas, "
                              f"or none; got {self.head_units!r}")
         return sizes
+
+    def fold_numbers(self) -> tuple[int, ...]:
+        """--folds as 1-based fold numbers: "3,5" -> (3, 5); "2-4" -> (2, 3, 4); "" -> () (all).
+        Raises ValueError naming the flag on anything else."""
+        numbers: list[int] = []
+        try:
+            for item in filter(None, self.folds.replace(" ", "").split(",")):
+                first, _, last = item.partition("-")
+                numbers.extend(range(int(first), int(last or first) + 1))
+        except ValueError:
+            numbers = [0]
+        if self.folds.strip() and (not numbers or min(numbers) < 1):
+            raise ValueError(f"--folds must be fold numbers from 1, separated by commas or as "
+                             f"ranges (3,5 or 2-4); got {self.folds!r}")
+        return tuple(sorted(set(numbers)))
 
     def run_hash(self) -> str:
         """8 hex digits over the flags that change the trained models."""

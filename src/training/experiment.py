@@ -448,6 +448,18 @@ def prepare_run_dir(cfg: RunConfig, data: SERData,
     return run_id, model_dir, result_dir, saved
 
 
+def numbered_folds(folds: list, cfg: RunConfig) -> list[tuple[int, tuple, bool]]:
+    """(fold number from 1, (train_idx, test_idx), whether this process may train it) of the
+    run's folds: the first --max_folds of them; --folds marks which may be trained (the others
+    are only read back when finished). Raises ExperimentError on a fold the run lacks."""
+    if cfg.max_folds:
+        folds = folds[:cfg.max_folds]
+    wanted = cfg.fold_numbers()
+    if wanted and wanted[-1] > len(folds):
+        raise ExperimentError(f"--folds {cfg.folds}: this run has folds 1-{len(folds)}")
+    return [(k, split, not wanted or k in wanted) for k, split in enumerate(folds, start=1)]
+
+
 def run_training(cfg: RunConfig) -> dict:
     """Train every fold (resuming finished ones) and write the report; returns the summary.
 
@@ -463,17 +475,18 @@ def run_training(cfg: RunConfig) -> dict:
     if cfg.batch_size > data.n:
         raise ExperimentError(f"--batch_size {cfg.batch_size} is larger than the "
                               f"{data.n} files of {data.dataset}")
-    folds = make_folds(data, cfg.protocol, cfg.split_fold, cfg.loso_groups)
-    if cfg.max_folds:
-        folds = folds[:cfg.max_folds]
+    folds = numbered_folds(make_folds(data, cfg.protocol, cfg.split_fold, cfg.loso_groups), cfg)
     run_id, model_dir, result_dir, saved = prepare_run_dir(cfg, data, write=chief)
     log.info("run %s: %d files, %d classes, %d folds -> %s", run_id, data.n,
              len(data.class_names), len(folds), model_dir)
     results = []
-    for fold, (train_idx, test_idx) in enumerate(folds, start=1):
+    for fold, (train_idx, test_idx), mine in folds:
         fold_dir = model_dir / f"fold_{fold:02d}"
         done = fold_dir / "result.json"
-        if chief_decides(cfg, done.exists()):
+        finished = chief_decides(cfg, done.exists())  # every worker calls it: a collective
+        if not mine and not finished:  # another process's fold, not finished yet
+            continue
+        if finished:
             if not chief:
                 continue
             import json

@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "selection; 0 = none, train on all of them (needs --patience 0)")
     g.add_argument("--max_folds", type=int, default=d.max_folds,
                    help="run only the first N folds (quick checks)")
+    g.add_argument("--folds", default=d.folds, metavar="LIST",
+                   help="train only these folds (3,5 or 2-4; 1-based), e.g. to share a run's "
+                        "folds among processes or machines; the report covers every fold of "
+                        "the run finished so far")
     g.add_argument("--random_seed", type=int, default=d.random_seed)
     g.add_argument("--max_frames", type=int, default=d.max_frames,
                    help="centre-crop utterances longer than this many frames (0 = keep all)")
@@ -183,10 +187,11 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
     for failed, message in checks:
         if failed:
             parser.error(message)
-    try:
-        cfg.head_sizes()
-    except ValueError as error:
-        parser.error(str(error))
+    for check in (cfg.head_sizes, cfg.fold_numbers):
+        try:
+            check()
+        except ValueError as error:
+            parser.error(str(error))
 
 
 def configure_runtime(cfg: RunConfig) -> None:
