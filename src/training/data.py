@@ -271,7 +271,8 @@ def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: in
     onehot = tf.one_hot(tf.constant(data.labels), n_classes)
     rng = np.random.default_rng(seed) if training else None
     balance_labels = data.labels if balanced else None
-    mix_rng = np.random.default_rng([0 if seed is None else seed, 1]) if training and mixup else None
+    mix_rng = (np.random.default_rng([0 if seed is None else seed, 1])
+               if training and mixup else None)
 
     def index_batches():
         for batch in length_sorted_batches(data.lengths, batch_size, rng,
