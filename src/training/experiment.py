@@ -316,9 +316,9 @@ def fit_model(model, train: SERData, val: SERData | None, cfg: RunConfig, seed: 
                             shuffle=False, **steps)
     if getattr(guard, "bad_epoch", None):
         raise NonFiniteLoss(
-            f"training loss or weights became NaN/Inf at epoch {guard.bad_epoch}; likely causes: a learning "
-            f"rate too high (--lr {cfg.lr}) or non-finite input features. The last good "
-            f"weights were not saved for this fold.")
+            f"training loss or weights became NaN/Inf at epoch {guard.bad_epoch}; likely "
+            f"causes: a learning rate too high (--lr {cfg.lr}) or non-finite input features. "
+            f"The last good weights were not saved for this fold.")
     return {k: [float(x) for x in v] for k, v in history.history.items()}, timer.times
 
 
