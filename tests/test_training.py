@@ -185,20 +185,37 @@ def test_interrupted_run_resumes_at_first_unfinished_fold(synthetic_features, tm
     assert (model_dir / "fold_03" / "result.json").exists()
 
 
-def test_folds_shared_between_processes_match_one_process(synthetic_features, tmp_path, capsys):
+def test_folds_shared_between_processes_match_one_process(synthetic_features, tmp_path, capsys,
+                                                         monkeypatch):
     """--folds trains only the listed folds; each matches the same fold of a one-process run,
     and the report covers every finished fold of the run."""
     args = ["--mode", "train", "--epoch", "2", "--split_fold", "3", *TINY]
     assert cli(synthetic_features, tmp_path, *args, "--run_id", "whole") == 0
     assert cli(synthetic_features, tmp_path, *args, "--run_id", "shared", "--folds", "3") == 0
     shared = tmp_path / "models" / "EMODB" / "MFCC" / "shared"
+    whole = tmp_path / "models" / "EMODB" / "MFCC" / "whole"
     assert sorted(p.name for p in shared.glob("fold_*")) == ["fold_03"]
     report = json.loads((tmp_path / "results" / "shared" / "metrics.json").read_text())
     assert report["n_folds"] == 1
+
+    # a fold another process finishes while this one trains still reaches this report
+    import shutil
+
+    import src.training.experiment as experiment
+    original = experiment.train_fold
+
+    def train_while_fold_1_finishes(*args, **kwargs):
+        shutil.copytree(whole / "fold_01", shared / "fold_01")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "train_fold", train_while_fold_1_finishes)
+    assert cli(synthetic_features, tmp_path, *args, "--run_id", "shared", "--folds", "2") == 0
+    monkeypatch.setattr(experiment, "train_fold", original)
+    report = json.loads((tmp_path / "results" / "shared" / "metrics.json").read_text())
+    assert report["n_folds"] == 3
     capsys.readouterr()
     assert cli(synthetic_features, tmp_path, *args, "--run_id", "shared", "--folds", "1-2") == 0
     assert "fold  3/3: already finished" in capsys.readouterr().out
-    whole = tmp_path / "models" / "EMODB" / "MFCC" / "whole"
     for fold in ("fold_01", "fold_02", "fold_03"):
         a = json.loads((whole / fold / "result.json").read_text())
         b = json.loads((shared / fold / "result.json").read_text())

@@ -25,7 +25,8 @@ from src.training.data import (SERData, load_ser_data, make_dataset, normalisati
                                 speaker_groups, standardise_groups, stream_names, valid_frames)
 from src.training.evaluate import load_data_for_models, load_fold_model, load_saved_run
 from src.training.experiment import (ExperimentError, compile_model, fold_subsets, make_folds,
-                                     model_config_from, numbered_folds, predict_probs,
+                                     finished_fold_results, model_config_from, numbered_folds,
+                                     predict_probs,
                                      prepare_run_dir, save_fold_model, seed_everything,
                                      _epoch_timer)
 from src.utils import io
@@ -277,11 +278,11 @@ def run_adaptation(cfg: RunConfig) -> dict:
     run_id, model_dir, result_dir, saved = prepare_run_dir(cfg, source)
     saved.update({"target_data": target_data, "domain_norm": cfg.domain_norm})
     io.write_json(model_dir / "config.json", saved)
-    results = []
+    results = {}
     for fold, (train_idx, test_idx), mine in folds:
         fold_dir = model_dir / f"fold_{fold:02d}"
         if not mine and not (fold_dir / "result.json").exists():
-            continue
+            continue  # another process's fold: collected at the end if done
         if (fold_dir / "result.json").exists():
             result = json.loads((fold_dir / "result.json").read_text())
             print(f"fold {fold}: already finished, skipped")
@@ -291,9 +292,10 @@ def run_adaptation(cfg: RunConfig) -> dict:
         print(f"fold {fold:2d}/{len(folds)}: target UAR {100 * t['uar']:.2f}% WAR "
               f"{100 * t['war']:.2f}% | source UAR {100 * s['uar']:.2f}% | "
               f"{result['seconds_per_epoch']:.2f} s/epoch")
-        results.append(result)
+        results[fold] = result
     if cfg.visualize:
         _plot_embeddings(source, target, model_dir, result_dir, run_id)
+    results = finished_fold_results(results, [fold for fold, _, _ in folds], model_dir)
     return write_cross_corpus_reports(result_dir, run_id, saved, results, names)
 
 

@@ -460,6 +460,22 @@ def numbered_folds(folds: list, cfg: RunConfig) -> list[tuple[int, tuple, bool]]
     return [(k, split, not wanted or k in wanted) for k, split in enumerate(folds, start=1)]
 
 
+def finished_fold_results(results: dict[int, dict], fold_numbers, model_dir: Path) -> list[dict]:
+    """Results of the run's folds in fold order: those in `results` (trained or read by this
+    process) plus any fold another process (--folds) has finished meanwhile, from its
+    result.json; folds not finished yet are left out."""
+    import json
+
+    collected = []
+    for fold in fold_numbers:
+        path = model_dir / f"fold_{fold:02d}" / "result.json"
+        if fold not in results and path.exists():
+            results[fold] = json.loads(path.read_text())
+        if fold in results:
+            collected.append(results[fold])
+    return collected
+
+
 def run_training(cfg: RunConfig) -> dict:
     """Train every fold (resuming finished ones) and write the report; returns the summary.
 
@@ -479,12 +495,12 @@ def run_training(cfg: RunConfig) -> dict:
     run_id, model_dir, result_dir, saved = prepare_run_dir(cfg, data, write=chief)
     log.info("run %s: %d files, %d classes, %d folds -> %s", run_id, data.n,
              len(data.class_names), len(folds), model_dir)
-    results = []
+    results = {}
     for fold, (train_idx, test_idx), mine in folds:
         fold_dir = model_dir / f"fold_{fold:02d}"
         done = fold_dir / "result.json"
         finished = chief_decides(cfg, done.exists())  # every worker calls it: a collective
-        if not mine and not finished:  # another process's fold, not finished yet
+        if not mine and not finished:  # another process's fold: collected at the end if done
             continue
         if finished:
             if not chief:
@@ -502,10 +518,11 @@ def run_training(cfg: RunConfig) -> dict:
                   f"UAR {100 * m['uar']:.2f}% F1 {100 * m['macro_f1']:.2f}% "
                   f"| {result['epochs']} epochs (best {result['best_epoch']}), "
                   f"{result['seconds_per_epoch']:.2f} s/epoch")
-        results.append(result)
+        results[fold] = result
     if not chief:
         return {}
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results = finished_fold_results(results, [fold for fold, _, _ in folds], model_dir)
     return write_run_report(result_dir, run_id, saved, results, data.class_names,
                             peak_memory_mb=peak_mb, visualize=cfg.visualize)
 
