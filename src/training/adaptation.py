@@ -26,9 +26,8 @@ from src.training.data import (SERData, load_ser_data, make_dataset, normalisati
 from src.training.evaluate import load_data_for_models, load_fold_model, load_saved_run
 from src.training.experiment import (ExperimentError, compile_model, fold_subsets, make_folds,
                                      finished_fold_results, model_config_from, numbered_folds,
-                                     predict_probs,
-                                     prepare_run_dir, save_fold_model, seed_everything,
-                                     _epoch_timer)
+                                     predict_probs, prepare_run_dir, save_fold_model,
+                                     seed_everything, _epoch_timer)
 from src.utils import io
 
 log = logging.getLogger(__name__)

@@ -142,16 +142,20 @@ class RunConfig:
     def fold_numbers(self) -> tuple[int, ...]:
         """--folds as 1-based fold numbers: "3,5" -> (3, 5); "2-4" -> (2, 3, 4); "" -> () (all).
         Raises ValueError naming the flag on anything else."""
+        text = self.folds.replace(" ", "")
+        if not text:
+            return ()
+        error = ValueError(f"--folds must be fold numbers from 1, separated by commas or as "
+                           f"ranges (3,5 or 2-4); got {self.folds!r}")
         numbers: list[int] = []
-        try:
-            for item in filter(None, self.folds.replace(" ", "").split(",")):
-                first, _, last = item.partition("-")
+        for item in filter(None, text.split(",")):
+            first, _, last = item.partition("-")
+            try:
                 numbers.extend(range(int(first), int(last or first) + 1))
-        except ValueError:
-            numbers = [0]
-        if self.folds.strip() and (not numbers or min(numbers) < 1):
-            raise ValueError(f"--folds must be fold numbers from 1, separated by commas or as "
-                             f"ranges (3,5 or 2-4); got {self.folds!r}")
+            except ValueError:
+                raise error from None
+        if not numbers or min(numbers) < 1:
+            raise error
         return tuple(sorted(set(numbers)))
 
     def run_hash(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import resource
 import shutil
@@ -436,8 +437,6 @@ def prepare_run_dir(cfg: RunConfig, data: SERData,
              "model": model_config_from(cfg).to_dict()}
     config_path = model_dir / "config.json"
     if config_path.exists() and not cfg.overwrite:  # (another worker may be deleting it)
-        import json
-
         previous = json.loads(config_path.read_text())
         if previous.get("feature_hashes") != data.feature_hashes:
             raise ExperimentError(
@@ -464,8 +463,6 @@ def finished_fold_results(results: dict[int, dict], fold_numbers, model_dir: Pat
     """Results of the run's folds in fold order: those in `results` (trained or read by this
     process) plus any fold another process (--folds) has finished meanwhile, from its
     result.json; folds not finished yet are left out."""
-    import json
-
     collected = []
     for fold in fold_numbers:
         path = model_dir / f"fold_{fold:02d}" / "result.json"
@@ -505,8 +502,6 @@ def run_training(cfg: RunConfig) -> dict:
         if finished:
             if not chief:
                 continue
-            import json
-
             result = json.loads(done.read_text())
             print(f"fold {fold:2d}/{len(folds)}: already finished "
                   f"(WAR {100 * result['metrics']['war']:.2f}%), skipped")
