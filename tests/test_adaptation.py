@@ -96,6 +96,29 @@ def test_train_lmmd_writes_target_and_source_reports(corpora, tmp_path):
     assert again["war_mean"] == pytest.approx(metrics["war_mean"], abs=1e-9)
 
 
+def test_adaptation_folds_shared_between_processes_match_one_process(corpora, tmp_path, capsys):
+    """--folds in train-lmmd: the listed fold equals that fold of a one-process run; a fold
+    finished by another process is read back, not retrained, and reaches the report."""
+    args = ["--mode", "train-lmmd", "--epoch", "2", "--split_fold", "3", "--max_folds", "2",
+            *TINY]
+    assert run(corpora, tmp_path, *args, "--run_id", "whole") == 0
+    assert run(corpora, tmp_path, *args, "--run_id", "shared", "--folds", "2") == 0
+    root = tmp_path / "models" / "EMODB" / "MFCC"
+    assert sorted(p.name for p in (root / "shared").glob("fold_*")) == ["fold_02"]
+    a = json.loads((root / "whole" / "fold_02" / "result.json").read_text())
+    b = json.loads((root / "shared" / "fold_02" / "result.json").read_text())
+    assert a["target"]["probs"] == b["target"]["probs"]
+
+    shutil.copytree(root / "whole" / "fold_01", root / "shared" / "fold_01")  # "the other process"
+    capsys.readouterr()
+    assert run(corpora, tmp_path, *args, "--run_id", "shared", "--folds", "2") == 0
+    assert "fold  2/2: already finished (target UAR" in capsys.readouterr().out
+    whole = json.loads((tmp_path / "results" / "whole" / "metrics.json").read_text())
+    shared = json.loads((tmp_path / "results" / "shared" / "metrics.json").read_text())
+    assert shared["n_folds"] == 2
+    assert shared["uar_mean"] == pytest.approx(whole["uar_mean"], abs=1e-12)
+
+
 def test_da_warmup_keeps_the_domain_loss_off_for_its_epochs(corpora, tmp_path):
     assert run(corpora, tmp_path, "--mode", "train-lmmd", "--epoch", "4", "--da_warmup", "2",
                "--split_fold", "3", "--max_folds", "1", "--run_id", "warm", "--val_fraction",

@@ -25,8 +25,8 @@ from src.training.data import (SERData, load_ser_data, make_dataset, normalisati
                                 speaker_groups, standardise_groups, stream_names, valid_frames)
 from src.training.evaluate import load_data_for_models, load_fold_model, load_saved_run
 from src.training.experiment import (ExperimentError, compile_model, fold_subsets, make_folds,
-                                     finished_fold_results, model_config_from, numbered_folds,
-                                     predict_probs, prepare_run_dir, save_fold_model,
+                                     model_config_from, numbered_folds, predict_probs,
+                                     prepare_run_dir, run_folds, save_fold_model,
                                      seed_everything, _epoch_timer)
 from src.utils import io
 
@@ -277,25 +277,21 @@ def run_adaptation(cfg: RunConfig) -> dict:
     run_id, model_dir, result_dir, saved = prepare_run_dir(cfg, source)
     saved.update({"target_data": target_data, "domain_norm": cfg.domain_norm})
     io.write_json(model_dir / "config.json", saved)
-    results = {}
-    for fold, (train_idx, test_idx), mine in folds:
-        fold_dir = model_dir / f"fold_{fold:02d}"
-        if not mine and not (fold_dir / "result.json").exists():
-            continue  # another process's fold: collected at the end if done
-        if (fold_dir / "result.json").exists():
-            result = json.loads((fold_dir / "result.json").read_text())
-            print(f"fold {fold}: already finished, skipped")
-        else:
-            result = train_adapted_fold(source, target, fold, train_idx, test_idx, cfg, fold_dir)
-        t, s = result["target"]["metrics"], result["source"]["metrics"]
-        print(f"fold {fold:2d}/{len(folds)}: target UAR {100 * t['uar']:.2f}% WAR "
-              f"{100 * t['war']:.2f}% | source UAR {100 * s['uar']:.2f}% | "
-              f"{result['seconds_per_epoch']:.2f} s/epoch")
-        results[fold] = result
+    results = run_folds(
+        folds, model_dir,
+        train=lambda fold, train_idx, test_idx, fold_dir: train_adapted_fold(
+            source, target, fold, train_idx, test_idx, cfg, fold_dir),
+        describe=describe_adapted_fold)
     if cfg.visualize:
         _plot_embeddings(source, target, model_dir, result_dir, run_id)
-    results = finished_fold_results(results, [fold for fold, _, _ in folds], model_dir)
     return write_cross_corpus_reports(result_dir, run_id, saved, results, names)
+
+
+def describe_adapted_fold(result: dict) -> str:
+    """One-line summary of an adapted fold result: target and held-out source figures."""
+    t, s = result["target"]["metrics"], result["source"]["metrics"]
+    return (f"target UAR {100 * t['uar']:.2f}% WAR {100 * t['war']:.2f}% | source UAR "
+            f"{100 * s['uar']:.2f}% | {result['seconds_per_epoch']:.2f} s/epoch")
 
 
 def write_cross_corpus_reports(result_dir: Path, run_id: str, saved: dict, results: list[dict],

@@ -473,6 +473,44 @@ def finished_fold_results(results: dict[int, dict], fold_numbers, model_dir: Pat
     return collected
 
 
+def run_folds(folds: list, model_dir: Path, train, describe, agree=lambda flag: flag,
+              chief: bool = True) -> list[dict]:
+    """Train each of `folds` (from `numbered_folds`) that is this process's and not finished,
+    read back the finished ones, print one line per fold, and return every finished fold's
+    result in fold order (another process's included; [] on a non-chief worker).
+
+    train(fold, train_idx, test_idx, fold_dir) -> result dict; describe(result) -> str.
+    agree(flag) -> flag: in a multi_worker run a collective that every worker calls so that
+    all agree whether a fold is finished."""
+    results = {}
+    for fold, (train_idx, test_idx), mine in folds:
+        fold_dir = model_dir / f"fold_{fold:02d}"
+        done = fold_dir / "result.json"
+        finished = agree(done.exists())
+        if not mine and not finished:  # another process's fold: collected at the end if done
+            continue
+        if finished:
+            if not chief:
+                continue
+            result = json.loads(done.read_text())
+            print(f"fold {fold:2d}/{len(folds)}: already finished ({describe(result)}), skipped")
+        else:
+            result = train(fold, train_idx, test_idx, fold_dir)
+            print(f"fold {fold:2d}/{len(folds)}: {describe(result)}")
+        results[fold] = result
+    if not chief:
+        return []
+    return finished_fold_results(results, [fold for fold, _, _ in folds], model_dir)
+
+
+def describe_fold(result: dict) -> str:
+    """One-line summary of a same-corpus fold result."""
+    m = result["metrics"]
+    return (f"WAR {100 * m['war']:.2f}% UAR {100 * m['uar']:.2f}% F1 {100 * m['macro_f1']:.2f}% "
+            f"| {result['epochs']} epochs (best {result['best_epoch']}), "
+            f"{result['seconds_per_epoch']:.2f} s/epoch")
+
+
 def run_training(cfg: RunConfig) -> dict:
     """Train every fold (resuming finished ones) and write the report; returns the summary.
 
@@ -492,32 +530,15 @@ def run_training(cfg: RunConfig) -> dict:
     run_id, model_dir, result_dir, saved = prepare_run_dir(cfg, data, write=chief)
     log.info("run %s: %d files, %d classes, %d folds -> %s", run_id, data.n,
              len(data.class_names), len(folds), model_dir)
-    results = {}
-    for fold, (train_idx, test_idx), mine in folds:
-        fold_dir = model_dir / f"fold_{fold:02d}"
-        done = fold_dir / "result.json"
-        finished = chief_decides(cfg, done.exists())  # every worker calls it: a collective
-        if not mine and not finished:  # another process's fold: collected at the end if done
-            continue
-        if finished:
-            if not chief:
-                continue
-            result = json.loads(done.read_text())
-            print(f"fold {fold:2d}/{len(folds)}: already finished "
-                  f"(WAR {100 * result['metrics']['war']:.2f}%), skipped")
-        else:
-            result = train_fold(data, fold, train_idx, test_idx, cfg,
-                                fold_dir if chief else None)
-            m = result["metrics"]
-            print(f"fold {fold:2d}/{len(folds)}: WAR {100 * m['war']:.2f}% "
-                  f"UAR {100 * m['uar']:.2f}% F1 {100 * m['macro_f1']:.2f}% "
-                  f"| {result['epochs']} epochs (best {result['best_epoch']}), "
-                  f"{result['seconds_per_epoch']:.2f} s/epoch")
-        results[fold] = result
+    results = run_folds(
+        folds, model_dir,
+        train=lambda fold, train_idx, test_idx, fold_dir: train_fold(
+            data, fold, train_idx, test_idx, cfg, fold_dir if chief else None),
+        describe=describe_fold,
+        agree=lambda flag: chief_decides(cfg, flag), chief=chief)
     if not chief:
         return {}
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    results = finished_fold_results(results, [fold for fold, _, _ in folds], model_dir)
     return write_run_report(result_dir, run_id, saved, results, data.class_names,
                             peak_memory_mb=peak_mb, visualize=cfg.visualize)
 
