@@ -87,6 +87,9 @@ def test_train_lmmd_writes_target_and_source_reports(corpora, tmp_path):
                           "result.json").read_text())["history"]
     assert {"cls_loss", "da_loss", "lambda"} <= set(history)
     assert history["lambda"][0] < history["lambda"][-1] <= 1.0
+    logged = pd.read_csv(tmp_path / "models" / "EMODB" / "MFCC" / "da" / "fold_01" /
+                         "history.csv")
+    np.testing.assert_allclose(logged["da_loss"], history["da_loss"], rtol=1e-6)
 
     # the adapted models evaluate on the target corpus through test-cross-corpus as well
     model_dir = tmp_path / "models" / "EMODB" / "MFCC" / "da"

@@ -177,6 +177,9 @@ def test_interrupted_run_resumes_at_first_unfinished_fold(synthetic_features, tm
     assert cli(synthetic_features, tmp_path, *args, "--max_folds", "1") == 0
     model_dir = tmp_path / "models" / "EMODB" / "MFCC" / "resume"
     first = (model_dir / "fold_01" / "result.json").read_text()
+    logged = pd.read_csv(model_dir / "fold_01" / "history.csv")  # written epoch by epoch
+    assert logged["epoch"].tolist() == [0, 1]
+    np.testing.assert_allclose(logged["loss"], json.loads(first)["history"]["loss"], rtol=1e-6)
     capsys.readouterr()
     assert cli(synthetic_features, tmp_path, *args) == 0
     out = capsys.readouterr().out

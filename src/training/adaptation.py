@@ -24,8 +24,8 @@ from src.training.config import RunConfig
 from src.training.data import (SERData, load_ser_data, make_dataset, normalisation_stats,
                                 speaker_groups, standardise_groups, stream_names, valid_frames)
 from src.training.evaluate import load_data_for_models, load_fold_model, load_saved_run
-from src.training.experiment import (ExperimentError, compile_model, fold_subsets, make_folds,
-                                     model_config_from, numbered_folds, predict_probs,
+from src.training.experiment import (ExperimentError, compile_model, epoch_log, fold_subsets,
+                                     make_folds, model_config_from, numbered_folds, predict_probs,
                                      prepare_run_dir, run_folds, save_fold_model,
                                      seed_everything, _epoch_timer)
 from src.utils import io
@@ -223,7 +223,7 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     train_ds = tf.data.Dataset.zip((source_ds, target_inputs))
     val_ds = make_dataset(val, cfg.batch_size, None, n_classes, training=False) if val else None
     timer = _epoch_timer()
-    callbacks = [timer]
+    callbacks = [timer, *epoch_log(fold_dir)]
     if cfg.patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=cfg.monitor, mode="min" if "loss" in cfg.monitor else "max",

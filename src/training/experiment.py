@@ -283,8 +283,21 @@ def _epoch_timer():
     return EpochTimer()
 
 
-def fit_model(model, train: SERData, val: SERData | None, cfg: RunConfig, seed: int):
-    """Train `model` in place with early stopping; returns (history dict, epoch seconds list)."""
+def epoch_log(fold_dir: Path | None) -> list:
+    """[CSVLogger] writing each epoch's losses and metrics to fold_dir/history.csv as training
+    goes (a long `--verbose 0` run can be watched with `tail -f`); [] without a fold_dir."""
+    import keras
+
+    if fold_dir is None:
+        return []
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    return [keras.callbacks.CSVLogger(str(fold_dir / "history.csv"))]
+
+
+def fit_model(model, train: SERData, val: SERData | None, cfg: RunConfig, seed: int,
+              fold_dir: Path | None = None):
+    """Train `model` in place with early stopping (per-epoch log in fold_dir/history.csv);
+    returns (history dict, epoch seconds list)."""
     import keras
 
     n_classes = len(train.class_names)
@@ -304,7 +317,7 @@ def fit_model(model, train: SERData, val: SERData | None, cfg: RunConfig, seed: 
                  "validation_steps": int(np.ceil(val.n / cfg.batch_size)) if val else None}
         built = _keras_distribution_fixes(model, n_classes)
     timer, guard = _epoch_timer(), _stop_on_non_finite()
-    callbacks = [timer, guard]
+    callbacks = [timer, guard, *epoch_log(fold_dir)]
     monitor = cfg.monitor if val is not None else cfg.monitor.replace("val_", "")
     if cfg.patience > 0:
         mode = "min" if "loss" in monitor else "max"
@@ -395,7 +408,7 @@ def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
                             norm_stats=normalisation_stats(train))
         compile_model(model, cfg, steps)
     start = time.perf_counter()
-    history, epoch_times = fit_model(model, train, val, cfg, seed)
+    history, epoch_times = fit_model(model, train, val, cfg, seed, fold_dir)
     seconds = time.perf_counter() - start
     probs = predict_probs(model, test)
     y_pred = probs.argmax(axis=1)
