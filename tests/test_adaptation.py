@@ -78,6 +78,12 @@ def test_train_lmmd_writes_target_and_source_reports(corpora, tmp_path):
     assert metrics["target_data"] == TARGET and metrics["da_method"] == "lmmd"
     assert metrics["n_folds"] == 2
     assert metrics["class_names"] == ["angry", "neutral", "sad"]
+    folds = [json.loads((tmp_path / "models" / "EMODB" / "MFCC" / "da" / f"fold_0{k}" /
+                         "result.json").read_text())["target"] for k in (1, 2)]
+    mean_probs = (np.asarray(folds[0]["probs"]) + np.asarray(folds[1]["probs"])) / 2
+    y_true = np.asarray(folds[0]["y_true"])
+    ensemble_war = float(np.mean(mean_probs.argmax(axis=1) == y_true))
+    assert metrics["ensemble"]["war"] == pytest.approx(ensemble_war, abs=1e-12)
     predictions = pd.read_csv(result / "predictions.csv")
     assert len(predictions) == 2 * 18  # every target file, once per fold
     assert (result / "source" / "report.xlsx").is_file()

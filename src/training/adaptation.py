@@ -294,6 +294,20 @@ def describe_adapted_fold(result: dict) -> str:
             f"{100 * s['uar']:.2f}% | {result['seconds_per_epoch']:.2f} s/epoch")
 
 
+def fold_ensemble_metrics(evaluations: list[dict], names: list[str]) -> dict | None:
+    """WAR/UAR/macro-F1 of the mean class probabilities of the fold models on the target (what
+    `--mode predict` gives with these models); None for one fold, or when the folds were
+    evaluated on different target files (`evaluations`: each fold result's "target" entry)."""
+    from src.utils.metrics import compute_metrics
+
+    if len(evaluations) < 2 or any(e["file_ids"] != evaluations[0]["file_ids"]
+                                   for e in evaluations):
+        return None
+    probs = np.mean([np.asarray(e["probs"]) for e in evaluations], axis=0)
+    metrics = compute_metrics(np.asarray(evaluations[0]["y_true"]), probs.argmax(axis=1), names)
+    return {k: float(metrics[k]) for k in ("war", "uar", "macro_f1")}
+
+
 def write_cross_corpus_reports(result_dir: Path, run_id: str, saved: dict, results: list[dict],
                                names: list[str]) -> dict:
     """report.xlsx on the target corpus (main figures) and source_report.xlsx on held-out
@@ -308,6 +322,12 @@ def write_cross_corpus_reports(result_dir: Path, run_id: str, saved: dict, resul
                 "seconds_per_epoch": result.get("seconds_per_epoch")}
 
     extra = {"target_data": saved.get("target_data"), "da_method": saved["run"].get("da_method")}
+    ensemble = fold_ensemble_metrics([r["target"] for r in results], names)
+    if ensemble:
+        extra["ensemble"] = ensemble
+        print(f"fold ensemble ({len(results)} models, mean probabilities) on the target: "
+              f"UAR {100 * ensemble['uar']:.2f}% WAR {100 * ensemble['war']:.2f}% "
+              f"F1 {100 * ensemble['macro_f1']:.2f}%")
     if all("source" in r for r in results):
         source_summary = write_run_report(result_dir / "source", f"{run_id} (source folds)",
                                           saved, [flatten(r, "source") for r in results], names)
