@@ -202,3 +202,15 @@ def test_balanced_batches_draw_the_source_only(corpora, tmp_path, monkeypatch):
     split = json.loads((tmp_path / "models" / "EMODB" / "MFCC" / "bal" / "fold_01" /
                         "split.json").read_text())
     assert drawn and set(drawn) == {len(split["train"])}  # every draw: the source training split
+
+
+def test_collapse_warning_only_when_adaptation_leaves_one_predicted_class():
+    from src.training.adaptation import collapse_warning
+    from src.training.config import RunConfig
+
+    collapsed, healthy = np.array([2, 2, 2, 2]), np.array([2, 0, 2, 1])
+    message = collapse_warning(collapsed, 3, RunConfig(da_method="lmmd", lmmd_weight=1.0))
+    assert "lmmd term" in message and "--lmmd_weight 1.0" in message
+    assert collapse_warning(healthy, 3, RunConfig(da_method="lmmd")) is None
+    assert collapse_warning(collapsed, 3, RunConfig(da_method="none")) is None  # no DA term
+    assert collapse_warning(collapsed, 1, RunConfig(da_method="dann")) is None

@@ -237,6 +237,9 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
         raise NonFiniteLoss(f"fold {fold}: loss became NaN/Inf; lower --lr or --lmmd_weight")
     source_probs = predict_probs(classifier, test)
     target_probs = predict_probs(classifier, target)
+    warning = collapse_warning(source_probs.argmax(axis=1), len(source.class_names), cfg)
+    if warning:
+        log.warning("fold %d: %s", fold, warning)
     save_fold_model(fold_dir, classifier, train, val, test)
     names = source.class_names
     result = {
@@ -248,6 +251,18 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     }
     io.write_json(fold_dir / "result.json", result)
     return result
+
+
+def collapse_warning(source_pred: np.ndarray, n_classes: int, cfg: RunConfig) -> str | None:
+    """A message when the adapted classifier predicts one class for every held-out source file
+    (the adaptation term collapsed the embedding: it then reaches 0 and the source task is
+    lost); None otherwise. source_pred: (n,) predicted class indices."""
+    if n_classes < 2 or cfg.da_method == "none" or len(np.unique(source_pred)) > 1:
+        return None
+    return (f"every held-out source file is predicted as one class: the {cfg.da_method} term "
+            f"has likely collapsed the embedding (see da_loss near 0 in history.csv). Lower "
+            f"the adaptation weight (--lmmd_weight {cfg.lmmd_weight}) or keep early stopping "
+            f"(--patience) so that an earlier epoch is restored.")
 
 
 def _evaluation(data: SERData, probs: np.ndarray, names: list[str], compute_metrics) -> dict:
