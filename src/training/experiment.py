@@ -479,10 +479,10 @@ def finished_fold_results(results: dict[int, dict], fold_numbers, model_dir: Pat
     collected = []
     for fold in fold_numbers:
         path = model_dir / f"fold_{fold:02d}" / "result.json"
-        if fold not in results and path.exists():
-            results[fold] = json.loads(path.read_text())
         if fold in results:
             collected.append(results[fold])
+        elif path.exists():
+            collected.append(json.loads(path.read_text()))
     return collected
 
 
