@@ -214,3 +214,45 @@ def test_collapse_warning_only_when_adaptation_leaves_one_predicted_class():
     assert collapse_warning(healthy, 3, RunConfig(da_method="lmmd")) is None
     assert collapse_warning(collapsed, 3, RunConfig(da_method="none")) is None  # no DA term
     assert collapse_warning(collapsed, 1, RunConfig(da_method="dann")) is None
+
+
+def _guarded_run(accuracies: list[float], n_classes: int = 5):
+    """Feed `collapse_guard` one epoch per accuracy; before epoch i every weight is set to i, so
+    the restored weights say which epoch they came from. Returns (guard, model, epochs run)."""
+    import keras
+
+    from src.training.adaptation import collapse_guard
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    guard = collapse_guard(n_classes)
+    guard.set_model(model)
+    model.stop_training = False  # as Model.fit does
+    guard.on_train_begin()
+    epochs = 0
+    for epoch, accuracy in enumerate(accuracies):
+        model.set_weights([np.full_like(w, epoch) for w in model.get_weights()])
+        guard.on_epoch_end(epoch, {"accuracy": accuracy})
+        epochs += 1
+        if model.stop_training:
+            break
+    return guard, model, epochs
+
+
+def test_collapse_guard_restores_last_healthy_epoch_and_stops():
+    # the E->R --lmmd_weight 1.0 fold 1 shape: 0.97 at best, 0.92 (healthy), 0.83, then 0.41
+    guard, model, epochs = _guarded_run([0.43, 0.75, 0.97, 0.92, 0.83, 0.41, 0.15, 0.31])
+    assert epochs == 6 and model.stop_training
+    assert (guard.collapsed_epoch, guard.restored_epoch) == (6, 4)
+    assert all((w == 3).all() for w in model.get_weights())  # weights of epoch 4 (index 3)
+
+
+@pytest.mark.parametrize("accuracies", [
+    [0.43, 0.75, 0.97, 0.70, 0.60, 0.95],   # a dip above 0.6 x best is not a collapse
+    [0.20, 0.28, 0.15, 0.10, 0.12, 0.25],   # never above chance: nothing to protect
+])
+def test_collapse_guard_leaves_healthy_or_chance_runs_alone(accuracies):
+    guard, model, epochs = _guarded_run(accuracies)
+    assert epochs == len(accuracies) and not model.stop_training
+    assert guard.collapsed_epoch is None
+    last = len(accuracies) - 1
+    assert all((w == last).all() for w in model.get_weights())

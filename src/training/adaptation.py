@@ -194,6 +194,38 @@ def build_adaptation_trainer(classifier, cfg: RunConfig, total_steps: int,
     return DomainAdaptationTrainer()
 
 
+def collapse_guard(n_classes: int, drop: float = 0.6, healthy: float = 0.9):
+    """Callback for fixed-schedule adaptation (`--patience 0`): when the source task collapses,
+    restore the last healthy epoch's weights and stop.
+
+    A strong domain term can pull every embedding to one point: the term then reaches 0 and the
+    classifier predicts one class (seen with --lmmd_weight 1.0, E->R, around epoch 17-22 of 60).
+    An epoch is healthy while its source training accuracy is at least `healthy` x the best so
+    far; a collapse is an epoch below `drop` x the best once the best is clearly above chance
+    (1.5 / n_classes). Sets `collapsed_epoch` and `restored_epoch` (1-based) when it fires."""
+    import keras
+
+    class CollapseGuard(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.best, self.weights = 0.0, None
+            self.collapsed_epoch = self.restored_epoch = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            accuracy = float((logs or {}).get("accuracy", 0.0))
+            self.best = max(self.best, accuracy)
+            if accuracy >= healthy * self.best:
+                self.weights, self.restored_epoch = self.model.get_weights(), epoch + 1
+            elif self.best > 1.5 / n_classes and accuracy < drop * self.best:
+                self.collapsed_epoch = epoch + 1
+                self.model.set_weights(self.weights)
+                self.model.stop_training = True
+                log.warning("source training accuracy fell from %.2f to %.2f at epoch %d: the "
+                            "domain term collapsed the embedding; stopped and restored epoch %d",
+                            self.best, accuracy, epoch + 1, self.restored_epoch)
+
+    return CollapseGuard()
+
+
 def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, test_idx,
                        cfg: RunConfig, fold_dir: Path) -> dict:
     """Train one source fold with adaptation to `target`; evaluate on the held-out source fold
@@ -224,10 +256,14 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     val_ds = make_dataset(val, cfg.batch_size, None, n_classes, training=False) if val else None
     timer = _epoch_timer()
     callbacks = [timer, *epoch_log(fold_dir)]
+    guard = None
     if cfg.patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=cfg.monitor, mode="min" if "loss" in cfg.monitor else "max",
             patience=cfg.patience, restore_best_weights=True))
+    elif cfg.collapse_guard and cfg.da_method != "none":
+        guard = collapse_guard(n_classes)  # early stopping, where on, already restores
+        callbacks.append(guard)
     history = trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.epoch,
                           callbacks=callbacks, verbose=1 if cfg.verbose else 0,
                           shuffle=False)
@@ -246,6 +282,8 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
         "fold": fold, "history": history, "epochs": len(timer.times),
         "seconds": float(sum(timer.times)),
         "seconds_per_epoch": float(np.median(timer.times)) if timer.times else 0.0,
+        "collapsed_epoch": guard.collapsed_epoch if guard else None,
+        "restored_epoch": guard.restored_epoch if guard and guard.collapsed_epoch else None,
         "source": _evaluation(test, source_probs, names, compute_metrics),
         "target": _evaluation(target, target_probs, names, compute_metrics),
     }

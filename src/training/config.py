@@ -20,7 +20,8 @@ _NOT_IN_RUN_ID = {"mode", "visualize", "test_path", "audio", "output", "features
 # Flags added after runs were published: left out of the run id while at their default, so the
 # ids (and resumable runs) made before they existed stay the same.
 _IN_RUN_ID_WHEN_SET = {"time_masks", "freq_masks", "time_mask_width", "freq_mask_width",
-                       "head_units", "da_warmup", "balanced_batches", "mixup"}
+                       "head_units", "da_warmup", "balanced_batches", "mixup",
+                       "collapse_guard"}
 
 
 @dataclasses.dataclass
@@ -75,6 +76,7 @@ class RunConfig:
     da_method: str = "lmmd"
     lmmd_weight: float = 0.5
     da_warmup: int = 0
+    collapse_guard: bool = True
     kernel_mul: float = 2.0
     kernel_num: int = 5
     fix_sigma: float = 0.0

@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--da_warmup", type=int, default=d.da_warmup,
                    help="epochs of source-only training before the domain loss ramps up "
                         "(default %(default)s)")
+    g.add_argument("--collapse_guard", type=_bool, default=d.collapse_guard,
+                   metavar="{true,false}",
+                   help="with --patience 0: stop and restore the last healthy epoch when the "
+                        "source training accuracy collapses (default %(default)s)")
     g.add_argument("--kernel_mul", type=float, default=d.kernel_mul)
     g.add_argument("--kernel_num", type=int, default=d.kernel_num)
     g.add_argument("--fix_sigma", type=float, default=d.fix_sigma)
