@@ -166,8 +166,11 @@ def test_accuracy_runs_parse_with_the_training_cli():
         assert argv[:2] == ["-m", "src.training.main"]
         cfg = config_from_args(parser.parse_args(argv[2:]))
         assert (cfg.preset, cfg.lr, cfg.epoch, cfg.patience) == ("light", 1e-3, 60, 0)
-        if cfg.mode == "train-lmmd":  # trimmed, per-corpus standardised MFCC
-            assert cfg.domain_norm and cfg.feature_set == run._TRIMMED_MFCC
+        if cfg.mode == "train-lmmd":  # trimmed MFCC, five classes, each direction's norm
+            assert cfg.feature_set == run._TRIMMED_MFCC and cfg.max_folds == 3
+            assert cfg.label_set == "angry,fear,happy,neutral,sad"
+            assert (cfg.domain_norm, cfg.speaker_norm) == ((True, False) if cfg.data == "RAVDESS"
+                                                           else (False, True))
         assert cfg.filter_size == 39  # the light preset's architecture
         ids.add(cfg.run_id)
     assert len(ids) == len(run.ACCURACY_RUNS)
@@ -271,7 +274,7 @@ def test_accuracy_dry_run_rewrites_only_the_readme_table(tmp_path, monkeypatch, 
         same["name"]: _fake_metrics("bench-acc-emodb-mfcc-kfold", data="EMODB", target=None,
                                     n_folds=10, base=0.8, finished="2026-11-27T01:34:26"),
         cross["name"]: _fake_metrics("bench-acc-emodb-to-ravdess-lmmd", data="EMODB",
-                                     target="RAVDESS", n_folds=10, base=0.25,
+                                     target="RAVDESS", n_folds=3, base=0.25,
                                      finished="2026-11-28T00:56:30"),
     }
     for name, metrics in fake.items():
@@ -307,8 +310,8 @@ def test_accuracy_dry_run_rewrites_only_the_readme_table(tmp_path, monkeypatch, 
         _pct(m, "uar"), _pct(m, "macro_f1"), m["finished"][:10]]
     m = fake[cross["name"]]
     assert _table_cells(block, cross["name"]) == [
-        cross["name"], "EMODB -> RAVDESS", "MFCC, trimmed, --domain_norm", "lmmd",
-        f"{m['n_folds']} / 10", _pct(m, "uar"), _pct(m, "war"), _pct(m, "macro_f1"),
+        cross["name"], "EMODB -> RAVDESS", "MFCC, trimmed, --speaker_norm, 5 classes", "lmmd",
+        f"{m['n_folds']} / 3", _pct(m, "uar"), _pct(m, "war"), _pct(m, "macro_f1"),
         _pct(m["source"], "uar"), m["finished"][:10]]
     assert _table_cells(block, partial["name"])[4:6] == ["3 / 10", "-"]
     loso = _table_cells(block, "emodb-mfcc-loso")
