@@ -737,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a grid (or a seeded random sample of it) of training configurations; "
                     "resumable, failures logged, N at a time. Flags after -- go to every run.")
     p.add_argument("sweep_file", nargs="?", default=None,
-                   help=f"sweep file (default sweeps/default.sh)")
+                   help="sweep file (default sweeps/default.sh)")
     p.add_argument("--samples", type=int, default=None,
                    help="run a random sample of N configurations (seeded by --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed of --samples (default 0)")
