@@ -299,8 +299,9 @@ def run_info(run: dict) -> dict:
     for flag in ("--domain_norm", "--speaker_norm"):
         if flag in args:
             label += f", {flag}"
-    if _flag(args, "--label_set"):
-        label += f", {len(_flag(args, '--label_set').split(','))} classes"
+    label_set = _flag(args, "--label_set")
+    if label_set:
+        label += f", {len(label_set.split(','))} classes"
     return {"data": data, "target_data": target, "cross": target is not None,
             "feature_type": feature, "feature": label, "protocol": protocol,
             "da_method": _flag(args, "--da_method", defaults.da_method) if target else None,

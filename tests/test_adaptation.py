@@ -253,6 +253,6 @@ def test_collapse_guard_restores_last_healthy_epoch_and_stops():
 def test_collapse_guard_leaves_healthy_or_chance_runs_alone(accuracies):
     guard, model, epochs = _guarded_run(accuracies)
     assert epochs == len(accuracies) and not model.stop_training
-    assert guard.collapsed_epoch is None
+    assert guard.collapsed_epoch is None and guard.restored_epoch is None
     last = len(accuracies) - 1
     assert all((w == last).all() for w in model.get_weights())

@@ -207,16 +207,16 @@ def collapse_guard(n_classes: int, drop: float = 0.6, healthy: float = 0.9):
 
     class CollapseGuard(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            self.best, self.weights = 0.0, None
+            self.best, self.weights, self.healthy_epoch = 0.0, None, None
             self.collapsed_epoch = self.restored_epoch = None
 
         def on_epoch_end(self, epoch, logs=None):
             accuracy = float((logs or {}).get("accuracy", 0.0))
             self.best = max(self.best, accuracy)
             if accuracy >= healthy * self.best:
-                self.weights, self.restored_epoch = self.model.get_weights(), epoch + 1
+                self.weights, self.healthy_epoch = self.model.get_weights(), epoch + 1
             elif self.best > 1.5 / n_classes and accuracy < drop * self.best:
-                self.collapsed_epoch = epoch + 1
+                self.collapsed_epoch, self.restored_epoch = epoch + 1, self.healthy_epoch
                 self.model.set_weights(self.weights)
                 self.model.stop_training = True
                 log.warning("source training accuracy fell from %.2f to %.2f at epoch %d: the "
@@ -283,7 +283,7 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
         "seconds": float(sum(timer.times)),
         "seconds_per_epoch": float(np.median(timer.times)) if timer.times else 0.0,
         "collapsed_epoch": guard.collapsed_epoch if guard else None,
-        "restored_epoch": guard.restored_epoch if guard and guard.collapsed_epoch else None,
+        "restored_epoch": guard.restored_epoch if guard else None,
         "source": _evaluation(test, source_probs, names, compute_metrics),
         "target": _evaluation(target, target_probs, names, compute_metrics),
     }
