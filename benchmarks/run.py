@@ -1,6 +1,6 @@
 """Run every benchmark and write benchmarks/results.json and benchmarks/RESULTS.md.
 
-    python -m benchmarks.run [--quick] [--threads N] [--accuracy [--dry_run] [--readme PATH]]
+    python -m benchmarks.run [--quick] [--threads N] [--accuracy [--dry_run] [--results_doc PATH]]
                              [--skip_speed]
 
 Speed (default): feature extraction (benchmarks.bench_extraction), training
@@ -13,15 +13,16 @@ sees a GPU, training and inference run twice: on the CPU (CUDA_VISIBLE_DEVICES=-
 the targets refer to) and on the GPU (results_*_gpu.json); extraction uses no GPU.
 
 Accuracy (`--accuracy`, hours): extracts the features it needs, then runs every command of
-ACCURACY_RUNS (the README's accuracy settings) through `python -m src.training.main` with a fixed
-run id `bench-acc-<name>` (re-running resumes at the first unfinished fold), and collects each
-results/<run-id>/metrics.json into benchmarks/accuracy.md and into the README's accuracy table:
-only the text between the lines `<!-- accuracy-table:begin -->` and `<!-- accuracy-table:end -->`
-of README.md (`--readme PATH` for another file) is rewritten, atomically, with the date, the
-machine, the tables and the exact commands; a README without the markers is an error (exit 2)
-before anything runs. `--dry_run` prints the commands and collects whatever metrics already exist
-without training anything. `--results_root` / `--models_root` point the collection elsewhere
-(unfinished runs show the folds finished so far, counted from saved_models/).
+ACCURACY_RUNS (the accuracy settings of docs/RESULTS.md) through `python -m src.training.main` with
+a fixed run id `bench-acc-<name>` (re-running resumes at the first unfinished fold), and collects
+each results/<run-id>/metrics.json into benchmarks/accuracy.md and into the accuracy table of
+docs/RESULTS.md: only the text between the lines `<!-- accuracy-table:begin -->` and
+`<!-- accuracy-table:end -->` of docs/RESULTS.md (`--results_doc PATH`, alias `--readme`, for
+another file) is rewritten, atomically, with the date, the machine, the tables and the exact
+commands; a file without the markers is an error (exit 2) before anything runs. `--dry_run`
+prints the commands and collects whatever metrics already exist without training anything.
+`--results_root` / `--models_root` point the collection elsewhere (unfinished runs show the folds
+finished so far, counted from saved_models/).
 """
 from __future__ import annotations
 
@@ -50,8 +51,8 @@ TRAINING_ARGS = {"quick": ["--presets", "light", "--features", "MFCC", "--epochs
 INFERENCE_ARGS = {"quick": ["--preset", "light", "--n", "20"],
                   "full": ["--preset", "light", "default", "--n", "50"]}
 
-# The README's same-corpus accuracy settings: light preset, lr 1e-3, a fixed 60-epoch cosine
-# schedule, last epoch kept (validation-based early stopping on ~50 files stopped too early).
+# The same-corpus accuracy settings of docs/RESULTS.md: light preset, lr 1e-3, a fixed 60-epoch
+# cosine schedule, last epoch kept (validation-based early stopping on ~50 files stopped too early).
 ACCURACY_FLAGS = ["--preset", "light", "--lr", "1e-3", "--epoch", "60", "--patience", "0",
                   "--verbose", "0"]
 ACCURACY_PREP = [
@@ -60,10 +61,10 @@ ACCURACY_PREP = [
     ["-m", "src.data_processing.run_data_processing", "--dataset", "RAVDESS",
      "--features", "MFCC,LogMel"],
 ]
-# Cross-corpus runs: silence-trimmed MFCCs (RAVDESS clips carry ~1 s of silence at each end,
-# EMODB's do not), the five classes of published cross-corpus tables, 3 source folds, and each
-# direction's best normalisation (README, Cross corpus): per-corpus statistics R->E, per-speaker
-# E->R. The adaptation methods are the best of each direction (LMMD R->E, DANN and LMMD E->R).
+# Cross-corpus runs: silence-trimmed MFCCs (RAVDESS clips carry ~1 s of silence at each end, EMODB's
+# do not), the five classes of published cross-corpus tables, 3 source folds, and each direction's
+# best normalisation (docs/RESULTS.md, Cross corpus): per-corpus statistics R->E, per-speaker E->R.
+# The adaptation methods are the best of each direction (LMMD R->E, DANN and LMMD E->R).
 _TRIMMED_MFCC = "dca6b070"  # ExtractionConfig(trim_silence=True).feature_hash("MFCC")
 _FIVE_CLASSES = "angry,fear,happy,neutral,sad"
 ACCURACY_PREP += [
@@ -257,7 +258,8 @@ def render_markdown(results: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- accuracy
-README = REPO_ROOT / "README.md"
+# The accuracy table lives in docs/RESULTS.md (README.md keeps a short summary and links there).
+RESULTS_DOC = REPO_ROOT / "docs" / "RESULTS.md"
 README_BEGIN = "<!-- accuracy-table:begin -->"
 README_END = "<!-- accuracy-table:end -->"
 README_TITLE = "### Accuracy benchmark (`python -m benchmarks.run --accuracy`)"
@@ -269,7 +271,8 @@ _METRIC_FIELDS = ("war_mean", "war_std", "uar_mean", "uar_std", "macro_f1_mean",
 
 
 class ReadmeError(Exception):
-    """The README cannot take the accuracy table (missing file or markers): one clear line."""
+    """The results document cannot take the accuracy table (missing file or markers): one clear
+    line. (Named for where the table used to live.)"""
 
 
 def _flag(args: list[str], name: str, default: str | None = None) -> str | None:
@@ -370,7 +373,7 @@ def _folds(row: dict) -> str:
 
 
 def _readme_pct(values: dict, key: str) -> str:
-    """`mean +/- std` in % (the README's notation), or `-`."""
+    """`mean +/- std` in % (the notation of docs/RESULTS.md), or `-`."""
     mean, std = values.get(f"{key}_mean"), values.get(f"{key}_std")
     if mean is None:
         return "-"
@@ -378,7 +381,7 @@ def _readme_pct(values: dict, key: str) -> str:
 
 
 def render_readme_block(rows: list[dict], machine: dict) -> str:
-    """The README text between the accuracy-table markers."""
+    """The text between the accuracy-table markers of docs/RESULTS.md."""
     if not any(r.get("folds_done") or "war_mean" in r for r in rows):
         return "\n".join([
             README_TITLE,
@@ -427,7 +430,8 @@ def render_readme_block(rows: list[dict], machine: dict) -> str:
 
 
 def read_readme(path: Path) -> str:
-    """The README's text, checked to have the accuracy-table markers once each, in order."""
+    """The text of the results document (docs/RESULTS.md), checked to have the accuracy-table
+    markers once each, in order."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -437,7 +441,7 @@ def read_readme(path: Path) -> str:
     if begin == 0 or end == 0:
         raise ReadmeError(
             f"{path} has no accuracy table markers: add the lines {README_BEGIN} and "
-            f"{README_END} where the table goes (README.md has them in '## Results')")
+            f"{README_END} where the table goes (docs/RESULTS.md has them in '## Results')")
     if begin > 1 or end > 1 or text.index(README_END) < text.index(README_BEGIN):
         raise ReadmeError(f"{path}: {README_BEGIN} and {README_END} must appear once each, "
                           f"in that order")
@@ -460,11 +464,11 @@ def update_readme(path: Path, block: str) -> None:
         tmp.write_bytes(text.encode("utf-8"))
 
 
-def run_accuracy(dry_run: bool, results_root: Path = RESULTS_ROOT, readme: Path = README,
+def run_accuracy(dry_run: bool, results_root: Path = RESULTS_ROOT, readme: Path = RESULTS_DOC,
                  models_root: Path | None = None, devices: dict | None = None) -> list[str]:
-    """Extract features, run ACCURACY_RUNS, write accuracy.md and the README's accuracy table;
-    returns the failed commands. Raises ReadmeError before running anything when the README
-    lacks the markers."""
+    """Extract features, run ACCURACY_RUNS, write accuracy.md and the accuracy table of `readme`
+    (docs/RESULTS.md); returns the failed commands. Raises ReadmeError before running anything
+    when that file lacks the markers."""
     from src.utils.io import write_text
 
     read_readme(readme)  # fail now, not after hours of training
@@ -498,14 +502,15 @@ def main(argv=None) -> int:
                         help="TensorFlow threads for training and inference (0 = all cores)")
     parser.add_argument("--accuracy", action="store_true",
                         help="also run ACCURACY_RUNS (hours), write benchmarks/accuracy.md and "
-                             "the README's accuracy table")
+                             "the accuracy table of docs/RESULTS.md")
     parser.add_argument("--dry_run", action="store_true",
                         help="with --accuracy: print the commands, only collect metrics (no "
                              "training, no speed benchmarks)")
     parser.add_argument("--skip_speed", action="store_true", help="no speed benchmarks")
-    parser.add_argument("--readme", type=Path, default=README,
-                        help="README whose accuracy table (between the accuracy-table markers) "
-                             "--accuracy rewrites (default: the repository's README.md)")
+    parser.add_argument("--results_doc", "--readme", dest="readme", type=Path,
+                        default=RESULTS_DOC,
+                        help="Markdown file whose accuracy table (between the accuracy-table "
+                             "markers) --accuracy rewrites (default: docs/RESULTS.md)")
     parser.add_argument("--results_root", type=Path, default=RESULTS_ROOT,
                         help="where --accuracy reads <run-id>/metrics.json (default results/)")
     parser.add_argument("--models_root", type=Path, default=None,

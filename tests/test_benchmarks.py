@@ -232,7 +232,7 @@ def test_accuracy_runs_name_the_trimmed_mfcc_set_by_its_real_hash():
     assert run._TRIMMED_MFCC == ExtractionConfig(trim_silence=True).feature_hash("MFCC")
 
 
-# ---------------------------------------------------------------------------- README table
+# ------------------------------------------------------------- docs/RESULTS.md accuracy table
 def _fake_metrics(run_id: str, *, data: str, target: str | None, n_folds: int, base: float,
                   finished: str) -> dict:
     """A metrics.json shaped like the ones src.training writes (same keys; numbers made up)."""
@@ -288,7 +288,7 @@ def test_accuracy_dry_run_rewrites_only_the_readme_table(tmp_path, monkeypatch, 
     (models / "RAVDESS" / "MFCC" / "bench-acc-ravdess-mfcc-kfold" / "fold_04").mkdir()
 
     readme = tmp_path / "README.md"
-    original = (run.REPO_ROOT / "README.md").read_bytes()
+    original = run.RESULTS_DOC.read_bytes()                        # the repository's own file
     readme.write_bytes(original)
     monkeypatch.setattr(run, "ACCURACY_MD", tmp_path / "accuracy.md")
     monkeypatch.setattr(run, "tf_devices", lambda: {"tensorflow": "9.9.9", "gpus": []})
@@ -359,7 +359,11 @@ def test_readme_without_markers_is_a_clear_error(tmp_path, monkeypatch, capsys):
         run.read_readme(readme)
 
 
-def test_the_repository_readme_has_the_accuracy_table_markers():
-    text = run.read_readme(run.README)
+def test_the_repository_results_doc_has_the_accuracy_table_markers():
+    assert run.RESULTS_DOC == run.REPO_ROOT / "docs" / "RESULTS.md"
+    text = run.read_readme(run.RESULTS_DOC)
     results = text.index("## Results")
     assert results < text.index(run.README_BEGIN) < text.index("### Same corpus")
+    readme = (run.REPO_ROOT / "README.md").read_text()              # one table, in one place
+    assert run.README_BEGIN not in readme and run.README_END not in readme
+    assert "docs/RESULTS.md" in readme
