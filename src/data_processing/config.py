@@ -11,7 +11,10 @@ import hashlib
 import json
 from typing import Any
 
-FEATURE_TYPES = ("MFCC", "LogMel", "HuBERT")
+FRAME_FEATURES = ("MFCC", "LogMel", "HuBERT")
+SMILE_FEATURES = ("eGeMAPS", "ComParE")  # openSMILE eGeMAPSv02 and ComParE_2016
+FEATURE_TYPES = FRAME_FEATURES + SMILE_FEATURES
+SMILE_LEVELS = ("functionals", "lld")
 FUSION = "FUSION"
 
 
@@ -43,6 +46,8 @@ class ExtractionConfig:
     hubert_path: str = "facebook/hubert-base-ls960"
     hubert_layer: int = -1
     hubert_chunk_seconds: float = 20.0
+    # openSMILE: one vector per utterance (functionals) or frames on the 20 ms grid (lld)
+    smile_level: str = "functionals"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -67,10 +72,21 @@ class ExtractionConfig:
             "LogMel": common + spectral,
             "HuBERT": common + ["hubert_path", "hubert_layer", "hubert_chunk_seconds"],
         }
+        lld_grid = ["hop_length"] if self.smile_level == "lld" else []
+        for name in SMILE_FEATURES:
+            per_feature[name] = common + ["smile_level"] + lld_grid
         if feature not in per_feature:
             raise ValueError(f"unknown feature {feature!r}; expected one of {FEATURE_TYPES}")
         values = self.to_dict()
         return {"feature": feature, **{k: values[k] for k in per_feature[feature]}}
+
+
+def is_utterance_level(feature: str, config: ExtractionConfig | dict) -> bool:
+    """True when `feature` made with `config` is one vector per utterance (stored as (1, dims)):
+    openSMILE functionals. Every other feature is frame-level (frames, dims)."""
+    level = config.get("smile_level", "functionals") if isinstance(config, dict) \
+        else config.smile_level
+    return feature in SMILE_FEATURES and level == "functionals"
 
 
 def timnet_config(dataset: str) -> ExtractionConfig:

@@ -96,20 +96,37 @@ def extract_spectral(y: np.ndarray, config: ExtractionConfig,
     return out
 
 
+def extract_arrays(y: np.ndarray, config: ExtractionConfig,
+                   features: Iterable[str]) -> dict[str, np.ndarray]:
+    """Spectral (MFCC, LogMel) and openSMILE (eGeMAPS, ComParE) features of one conditioned
+    waveform: {feature: float32 (frames, dims), or (1, dims) for openSMILE functionals}."""
+    from .config import SMILE_FEATURES
+    from .smile import extract_smile
+
+    names = check_features(features, SPECTRAL_FEATURES + SMILE_FEATURES)
+    spectral = [n for n in names if n in SPECTRAL_FEATURES]
+    out = extract_spectral(y, config, spectral) if spectral else {}
+    for name in names:
+        if name in SMILE_FEATURES:
+            out[name] = extract_smile(y, config, name)
+    return {name: out[name] for name in names}
+
+
 def extract_file(path: str | os.PathLike, config: ExtractionConfig,
                  features: Iterable[str] = SPECTRAL_FEATURES, hubert=None) -> dict[str, np.ndarray]:
     """Load `path` with `load_audio` and return {feature: (frames, dims) float32}.
 
     `features` may include "HuBERT"; pass a ready `HubertExtractor` as `hubert` to reuse a
-    loaded model (otherwise one is built from `config`, which is slow). All streams of one file
-    have `expected_frames(len(y), config)` frames when config.hop_length is 320 at 16 kHz.
+    loaded model (otherwise one is built from `config`, which is slow). All frame-level streams
+    of one file have `expected_frames(len(y), config)` frames when config.hop_length is 320 at
+    16 kHz; openSMILE functionals are (1, dims).
     """
     from .config import FEATURE_TYPES
 
     names = check_features(features, FEATURE_TYPES)
     y = load_audio(path, config)
-    spectral = [n for n in names if n in SPECTRAL_FEATURES]
-    out = extract_spectral(y, config, spectral) if spectral else {}
+    out = extract_arrays(y, config, [n for n in names if n != "HuBERT"]) \
+        if any(n != "HuBERT" for n in names) else {}
     if "HuBERT" in names:
         if hubert is None:
             hubert = _cached_hubert(config)

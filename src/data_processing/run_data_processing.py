@@ -1,9 +1,10 @@
-"""Extract MFCC / LogMel / HuBERT feature sets for a corpus.
+"""Extract MFCC / LogMel / HuBERT / openSMILE (eGeMAPS, ComParE) feature sets for a corpus.
 
     python -m src.data_processing.run_data_processing --dataset EMODB --features MFCC,LogMel
 
 Each feature goes to data/features/<DATASET>/<FEATURE>/<hash>/ (see store.py). MFCC and LogMel
-come from one STFT per file, computed in worker processes; HuBERT runs in this process, batched.
+come from one STFT per file and openSMILE's sets from its library, computed in worker processes
+(`--smile_level functionals|lld`, see smile.py); HuBERT runs in this process, batched.
 A rerun skips files whose arrays already exist (resume after an interruption); --overwrite
 recomputes them. Unusable files are listed in failures.csv with the reason.
 
@@ -30,9 +31,10 @@ from src.utils.io import save_npy
 
 from . import store
 from .audio import AudioError, condition, read_audio
-from .config import FEATURE_TYPES, ExtractionConfig, timnet_config
+from .config import FEATURE_TYPES, SMILE_LEVELS, ExtractionConfig, timnet_config
 from .corpora import CorpusError, canonical_dataset, load_corpus, resolve_raw_dir
-from .features import SPECTRAL_FEATURES, check_features, extract_spectral, mel_basis
+from .features import (SPECTRAL_FEATURES, check_features, extract_arrays, extract_spectral,
+                       mel_basis)
 
 log = logging.getLogger("src.data_processing")
 
@@ -102,7 +104,7 @@ def _process_file(task: tuple[str, str, tuple[str, ...]]):
         raw, rate = read_audio(path)
         seconds = len(raw) / rate
         y = condition(raw, rate, config)
-        arrays = extract_spectral(y, config, features)
+        arrays = extract_arrays(y, config, features)
         for name in features:
             # rename-atomic without a per-file fsync (half the extraction time); the set's
             # COMPLETE marker is written durably once every array is in place
@@ -165,10 +167,16 @@ def _one_blas_thread():
 
 
 def _warm_up(config: ExtractionConfig, names) -> None:
-    """Import librosa's spectral code and build the filterbank once in this process, so forked
-    workers inherit them instead of each paying ~1 s of imports (not counted in `seconds`)."""
+    """Import librosa's spectral code and build the filterbank (and openSMILE's extractors)
+    once in this process, so forked workers inherit them instead of each paying ~1 s of imports
+    (not counted in `seconds`)."""
+    from .smile import smile_extractor
+
     extract_spectral(np.full(max(config.n_fft, config.win_length), 0.1, dtype=np.float32),
-                     config, names)
+                     config, [n for n in names if n in SPECTRAL_FEATURES] or ["MFCC"])
+    for name in names:
+        if name not in SPECTRAL_FEATURES:
+            smile_extractor(name, config.smile_level)
 
 
 def _extract_spectral_sets(corpus, config, names, features_root, dataset, workers, overwrite,
@@ -371,9 +379,9 @@ def extract_dataset(corpus_df: pd.DataFrame, config: ExtractionConfig,
     features_root = Path(features_root)
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     summary: dict[str, dict] = {}
-    spectral = [name for name in names if name in SPECTRAL_FEATURES]
-    if spectral:
-        summary.update(_extract_spectral_sets(corpus_df, config, spectral, features_root, dataset,
+    per_file = [name for name in names if name != "HuBERT"]  # spectral and openSMILE
+    if per_file:
+        summary.update(_extract_spectral_sets(corpus_df, config, per_file, features_root, dataset,
                                               workers, overwrite, progress))
     if "HuBERT" in names:
         summary["HuBERT"] = _extract_hubert_set(corpus_df, config, features_root, dataset,
@@ -438,14 +446,16 @@ def _non_negative_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m src.data_processing.run_data_processing",
-                description="Extract MFCC / LogMel / HuBERT feature sets for a speech emotion corpus.")
+                description="Extract MFCC / LogMel / HuBERT / eGeMAPS / ComParE feature sets for "
+                            "a speech emotion corpus.")
     p.add_argument("--dataset", required=True, type=_dataset_arg,
                    help="EMODB, RAVDESS or CSV (with --manifest); any case")
     p.add_argument("--raw_dir", help="folder holding the corpus audio (searched recursively)")
     p.add_argument("--manifest", help="CSV with columns path,label[,speaker] (for --dataset CSV)")
     p.add_argument("--name", help="folder name for a CSV corpus's feature sets (default CSV)")
     p.add_argument("--features", type=_parse_features, default=("MFCC", "LogMel"),
-                   help="comma-separated subset of MFCC,LogMel,HuBERT (default MFCC,LogMel)")
+                   help="comma-separated subset of MFCC,LogMel,HuBERT,eGeMAPS,ComParE "
+                        "(default MFCC,LogMel)")
     p.add_argument("--workers", type=_non_negative_int, default=os.cpu_count() or 1,
                    help="worker processes for MFCC/LogMel (default: CPU count; 0 = in-process)")
     p.add_argument("--download", action="store_true",
@@ -472,11 +482,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fixed_samples", type=_non_negative_int)
     g.add_argument("--hubert_path", help="HuBERT folder or hub id (default facebook/hubert-base-ls960)")
     g.add_argument("--hubert_layer", type=int, help="-1 = last hidden state")
+    g.add_argument("--smile_level", choices=SMILE_LEVELS,
+                   help="eGeMAPS/ComParE: functionals (one vector per utterance, default) or lld "
+                        "(low-level descriptors resampled to the 20 ms frame grid)")
     return p
 
 
 CONFIG_FLAGS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "n_mfcc", "fmin",
-                "fmax", "trim_silence", "normalize", "fixed_samples", "hubert_path", "hubert_layer")
+                "fmax", "trim_silence", "normalize", "fixed_samples", "hubert_path", "hubert_layer",
+                "smile_level")
 
 
 def config_from_args(args: argparse.Namespace) -> ExtractionConfig:

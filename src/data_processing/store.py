@@ -3,7 +3,8 @@
 Layout (one folder per dataset, feature and settings hash)::
 
     data/features/<DATASET>/<FEATURE>/<hash>/
-        <file_id>.npy     float32 (frames, dims), one per usable file
+        <file_id>.npy     float32 (frames, dims), one per usable file ((1, dims) for openSMILE
+                          functionals: one vector per utterance)
         metadata.csv      file_id,label,speaker,gender,n_frames,duration_s,path (+ corpus columns)
         config.json       {"feature", "extraction": ExtractionConfig.to_dict(), "hash",
                            "dataset", "n_files", "created"}
@@ -31,7 +32,7 @@ import pandas as pd
 
 from src.utils.io import write_csv, write_json, write_text
 
-from .config import FEATURE_TYPES, ExtractionConfig
+from .config import FEATURE_TYPES, ExtractionConfig, is_utterance_level
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,8 @@ def load_fusion_set(dataset: str, streams: Iterable[str],
     """Load several streams of the same files, frame-aligned.
 
     Keeps the file_ids present in every stream (order of the first stream), and trims each
-    file's streams to their smallest frame count. This is valid because every stream is on the
+    file's frame-level streams to their smallest frame count (utterance-level streams, openSMILE
+    functionals, stay (1, dims) and are not aligned). This is valid because every stream is on the
     same centred grid (frame t at t x 20 ms with the default hop; HuBERT is padded to match, see
     src/data_processing/hubert.py), so frame t means the same instant in all streams; streams with
     different frame steps or trimming raise ValueError. Returns (stream -> arrays,
@@ -281,7 +283,9 @@ def load_fusion_set(dataset: str, streams: Iterable[str],
     config_hashes = {canonical_feature(k): v for k, v in (config_hashes or {}).items()}
     sets = {name: load_feature_set(dataset, name, features_root, config_hashes.get(name))
             for name in names}
-    _check_alignment(sets)
+    framed = [name for name in names if not is_utterance_level(name, sets[name].config)]
+    if len(framed) > 1:
+        _check_alignment({name: sets[name] for name in framed})
 
     common = set(sets[names[0]].metadata["file_id"])
     for name in names[1:]:
@@ -301,13 +305,13 @@ def load_fusion_set(dataset: str, streams: Iterable[str],
     n_frames = []
     for file_id in metadata["file_id"]:
         per_stream = {name: sets[name].arrays[index[name][file_id]] for name in names}
-        n = min(a.shape[0] for a in per_stream.values())
-        longest = max(a.shape[0] for a in per_stream.values())
+        counts = [per_stream[name].shape[0] for name in framed] or [1]
+        n, longest = min(counts), max(counts)
         if longest - n > 2:
             log.warning("fusion %s: %s frame counts differ by %d; trimming to %d",
                         dataset.upper(), file_id, longest - n, n)
         for name in names:
-            arrays[name].append(per_stream[name][:n])
+            arrays[name].append(per_stream[name][:n] if name in framed else per_stream[name])
         n_frames.append(n)
     metadata["n_frames"] = np.asarray(n_frames, dtype=int)
     return arrays, metadata, {name: sets[name].config for name in names}

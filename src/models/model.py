@@ -56,6 +56,7 @@ from src.models.layers import (
     ZeroPadded,
     validate_activation,
 )
+from src.models.pooling import FirstFrame
 
 LENGTH_INPUT = "length"
 PYRAMID_SCALES = (1, 2, 4)
@@ -263,9 +264,30 @@ def _check_inputs(input_dims, n_classes, norm_stats):
             raise ValueError(f"norm_stats[{name!r}] must be finite with variance >= 0")
 
 
+def _utterance_projection(inputs: dict, names: list[str], norm_stats: dict, width: int,
+                          dropout: float):
+    """Functional: utterance-level streams (B, 1, dim) -> (B, width) projected vector.
+
+    v = concat(Normalization(stream)[:, 0]) -> Dropout(dropout) -> Dense(width) -> LayerNorm, so
+    a 6373-dim ComParE vector enters the fused embedding at the same width and scale as the
+    pooled temporal features."""
+    parts = []
+    for stream in names:
+        x = inputs[stream]
+        if stream in norm_stats:
+            mean, variance = (np.asarray(v, dtype=np.float32) for v in norm_stats[stream])
+            x = keras.layers.Normalization(mean=mean, variance=variance,
+                                           name=f"norm_{stream}")(x)
+        parts.append(FirstFrame(name=f"{stream}_vector")(x))
+    x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="utterance_concat")(parts)
+    x = keras.layers.Dropout(dropout, name="utterance_dropout")(x)
+    x = keras.layers.Dense(width, name="utterance_projection")(x)
+    return keras.layers.LayerNormalization(name="utterance_ln")(x)
+
+
 def build_model(input_dims: dict[str, int], n_classes: int, config: ModelConfig | None = None,
                 norm_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                name: str = "ser_model") -> keras.Model:
+                name: str = "ser_model", utterance_streams=()) -> keras.Model:
     """Build the (uncompiled) functional model.
 
     Args:
@@ -275,6 +297,11 @@ def build_model(input_dims: dict[str, int], n_classes: int, config: ModelConfig 
         config: ModelConfig (default ModelConfig()).
         norm_stats: optional {stream: (mean (dim,), variance (dim,))}; each listed stream is
             standardised inside the model by Normalization layer f"norm_{stream}".
+        utterance_streams: streams of `input_dims` that hold one vector per utterance
+            ((B, 1, dim), openSMILE functionals). They skip the temporal network: projected by
+            `_utterance_projection` to (B, fusion_width) and concatenated with the
+            LayerNorm-ed pooled temporal features before the head (the fused model). At least
+            one stream must be frame-level.
     Returns:
         keras.Model taking {stream: (B, T, dim) float32, "length": (B,) int32} and returning
         (B, n_classes) softmax probabilities.
@@ -285,13 +312,18 @@ def build_model(input_dims: dict[str, int], n_classes: int, config: ModelConfig 
     _check_inputs(input_dims, n_classes, norm_stats)
     norm_stats = norm_stats or {}
 
-    inputs = {s: keras.Input(shape=(None, int(d)), dtype="float32", name=s)
-              for s, d in input_dims.items()}
+    utterance = [s for s in input_dims if s in utterance_streams]
+    framed = [s for s in input_dims if s not in utterance]
+    if not framed:
+        raise ValueError(f"the temporal model needs a frame-level stream; {', '.join(utterance)} "
+                         f"hold one vector per utterance (use an utterance-level model)")
+    inputs = {s: keras.Input(shape=(1 if s in utterance else None, int(d)), dtype="float32",
+                             name=s) for s, d in input_dims.items()}
     lengths = keras.Input(shape=(), dtype="int32", name=LENGTH_INPUT)
     inputs[LENGTH_INPUT] = lengths
 
     streams = {}
-    for stream in input_dims:
+    for stream in framed:
         x = inputs[stream]
         if stream in norm_stats:
             mean, variance = (np.asarray(v, dtype=np.float32) for v in norm_stats[stream])
@@ -331,6 +363,11 @@ def build_model(input_dims: dict[str, int], n_classes: int, config: ModelConfig 
     else:
         x = MaskedMeanPooling(name="masked_mean_pooling")([x, lengths])
 
+    if utterance:
+        x = keras.layers.LayerNormalization(name="temporal_embedding_ln")(x)
+        vector = _utterance_projection(inputs, utterance, norm_stats, config.fusion_width,
+                                       config.head_dropout)
+        x = keras.layers.Concatenate(name="fused_embedding")([x, vector])
     if not config.head_units:
         x = keras.layers.Identity(name="embedding")(x)
     for i, units in enumerate(config.head_units):

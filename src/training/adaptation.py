@@ -21,13 +21,15 @@ import numpy as np
 
 from src.data_processing.corpora import shared_labels
 from src.training.config import RunConfig
-from src.training.data import (SERData, load_ser_data, make_dataset, normalisation_stats,
-                                speaker_groups, standardise_groups, stream_names, valid_frames)
-from src.training.evaluate import load_data_for_models, load_fold_model, load_saved_run
-from src.training.experiment import (ExperimentError, compile_model, epoch_log, fold_subsets,
-                                     make_folds, model_config_from, numbered_folds, predict_probs,
-                                     prepare_run_dir, run_folds, save_fold_model,
-                                     seed_everything, _epoch_timer)
+from src.training.data import (SERData, load_ser_data, make_dataset, speaker_groups, standardise_groups, stream_names,
+                                utterance_matrix)
+from src.training.estimators import (CLASSIC_MODELS, KerasEstimator, check_model_input,
+                                     load_estimator, make_estimator)
+from src.training.evaluate import load_data_for_models, load_saved_run
+from src.training.experiment import (ExperimentError, fold_subsets, make_folds, numbered_folds,
+                                     prepare_run_dir, run_folds, save_fold_model)
+from src.training.fitting import (NonFiniteLoss, compile_model, epoch_log, epoch_timer,
+                                  seed_everything)
 from src.utils import io
 
 log = logging.getLogger(__name__)
@@ -226,35 +228,25 @@ def collapse_guard(n_classes: int, drop: float = 0.6, healthy: float = 0.9):
     return CollapseGuard()
 
 
-def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, test_idx,
-                       cfg: RunConfig, fold_dir: Path) -> dict:
-    """Train one source fold with adaptation to `target`; evaluate on the held-out source fold
-    and on the whole target corpus."""
+def fit_adapted(classifier, train: SERData, val: SERData | None, target: SERData,
+                cfg: RunConfig, seed: int, fold_dir: Path | None):
+    """Train Keras `classifier` on `train` with the domain term towards `target` (whose labels
+    are dropped before batching); returns (history, epoch seconds, collapse guard or None)."""
     import keras
+    import tensorflow as tf
 
-    from src.models.model import build_model
-    from src.utils.metrics import compute_metrics
-
-    seed = cfg.random_seed + fold
-    seed_everything(seed, deterministic=not cfg.jit)
-    train, val, test = fold_subsets(source, train_idx, test_idx, "kfold", cfg.val_fraction, seed)
-    norm = None if cfg.domain_norm else normalisation_stats(train)
-    classifier = build_model(source.input_dims, len(source.class_names), model_config_from(cfg),
-                             norm_stats=norm)
     steps = int(np.ceil(train.n / cfg.batch_size))
     trainer = build_adaptation_trainer(classifier, cfg, total_steps=steps * cfg.epoch,
                                        warmup_steps=steps * cfg.da_warmup)
     compile_model(trainer, cfg, steps)
-    n_classes = len(source.class_names)
+    n_classes = len(train.class_names)
     source_ds = make_dataset(train, cfg.batch_size, seed, n_classes, training=True,
                              balanced=cfg.balanced_batches, mixup=cfg.mixup)
     target_ds = make_dataset(target, cfg.batch_size, seed + 10_000, n_classes, training=True)
     target_inputs = target_ds.map(lambda x, y: x).repeat()  # labels dropped here, never read
-    import tensorflow as tf
-
     train_ds = tf.data.Dataset.zip((source_ds, target_inputs))
     val_ds = make_dataset(val, cfg.batch_size, None, n_classes, training=False) if val else None
-    timer = _epoch_timer()
+    timer = epoch_timer()
     callbacks = [timer, *epoch_log(fold_dir)]
     guard = None
     if cfg.patience > 0:
@@ -268,20 +260,39 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
                           callbacks=callbacks, verbose=1 if cfg.verbose else 0,
                           shuffle=False)
     history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    if not np.isfinite(history["loss"]).all():
-        from src.training.experiment import NonFiniteLoss
+    return history, timer.times, guard
+
+
+def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, test_idx,
+                       cfg: RunConfig, fold_dir: Path) -> dict:
+    """Train one source fold with adaptation to `target`; evaluate on the held-out source fold
+    and on the whole target corpus. scikit-learn models (da_method none) are fitted on the
+    source fold alone."""
+    from src.utils.metrics import compute_metrics
+
+    seed = cfg.random_seed + fold
+    seed_everything(seed, deterministic=not cfg.jit)
+    estimator = make_estimator(cfg, source.class_names)
+    train, val, test = fold_subsets(source, train_idx, test_idx, "kfold",
+                                    cfg.val_fraction if estimator.uses_validation else 0.0, seed)
+    if isinstance(estimator, KerasEstimator):
+        classifier = estimator.build(train, normalise=not cfg.domain_norm)
+        history, times, guard = fit_adapted(classifier, train, val, target, cfg, seed, fold_dir)
+    else:
+        (history, times), guard = estimator.fit(train, val, seed), None
+    if history and not np.isfinite(history["loss"]).all():
         raise NonFiniteLoss(f"fold {fold}: loss became NaN/Inf; lower --lr or --lmmd_weight")
-    source_probs = predict_probs(classifier, test)
-    target_probs = predict_probs(classifier, target)
+    source_probs = estimator.predict_proba(test)
+    target_probs = estimator.predict_proba(target)
     warning = collapse_warning(source_probs.argmax(axis=1), len(source.class_names), cfg)
     if warning:
         log.warning("fold %d: %s", fold, warning)
-    save_fold_model(fold_dir, classifier, train, val, test)
+    save_fold_model(fold_dir, estimator, train, val, test)
     names = source.class_names
     result = {
-        "fold": fold, "history": history, "epochs": len(timer.times),
-        "seconds": float(sum(timer.times)),
-        "seconds_per_epoch": float(np.median(timer.times)) if timer.times else 0.0,
+        "fold": fold, "history": history, "epochs": len(times),
+        "seconds": float(sum(times)),
+        "seconds_per_epoch": float(np.median(times)) if times else 0.0,
         "collapsed_epoch": guard.collapsed_epoch if guard else None,
         "restored_epoch": guard.restored_epoch if guard else None,
         "source": _evaluation(test, source_probs, names, compute_metrics),
@@ -318,6 +329,10 @@ def run_adaptation(cfg: RunConfig) -> dict:
     names = shared_class_names(cfg, target_data)
     source = load_domain(cfg.data, cfg, names)
     target = load_domain(target_data, cfg, names)
+    if cfg.model in CLASSIC_MODELS and cfg.da_method != "none":
+        raise ExperimentError(f"--model {cfg.model} has no embedding to adapt: use --da_method "
+                              f"none with it (a no-adaptation baseline), or --model mlp / tcn")
+    check_model_input(cfg, source)
     if cfg.domain_norm:
         source, target = standardise_corpus(source), standardise_corpus(target)
     for name, data in (("source", source), ("target", target)):
@@ -393,9 +408,8 @@ def write_cross_corpus_reports(result_dir: Path, run_id: str, saved: dict, resul
 
 def _plot_embeddings(source: SERData, target: SERData, model_dir: Path, result_dir: Path,
                      run_id: str) -> None:
-    """t-SNE of time-averaged input features (before) and fold 1's embeddings (after)."""
-    import keras
-
+    """t-SNE of utterance-level input vectors (`utterance_matrix`, before) and fold 1's
+    embeddings (after)."""
     from src.utils.plots import plot_tsne
 
     rng = np.random.default_rng(0)
@@ -404,20 +418,13 @@ def _plot_embeddings(source: SERData, target: SERData, model_dir: Path, result_d
     s, t = source.subset(pick_s), target.subset(pick_t)
     labels = np.array([source.class_names[i] for i in np.concatenate([s.labels, t.labels])])
     domains = np.array([source.dataset] * s.n + [target.dataset] * t.n)
-    before = np.concatenate([_mean_input(s), _mean_input(t)])
+    before = np.concatenate([utterance_matrix(s), utterance_matrix(t)])
     plot_tsne(before, labels, domains, result_dir / "tsne_before.png",
               title=f"{run_id}: input features (before adaptation)")
-    model = load_fold_model(model_dir / "fold_01")
-    embedder = keras.Model(model.inputs, model.get_layer("embedding").output)
-    after = np.concatenate([predict_probs(embedder, s), predict_probs(embedder, t)])
+    estimator = load_estimator(model_dir / "fold_01", source.class_names)
+    after = np.concatenate([estimator.embed(s), estimator.embed(t)])
     plot_tsne(after, labels, domains, result_dir / "tsne_after.png",
               title=f"{run_id}: embeddings after training (fold 1)")
-
-
-def _mean_input(data: SERData) -> np.ndarray:
-    valid = valid_frames(data)[..., None]
-    pooled = [(a * valid).sum(1) / data.lengths[:, None] for a in data.streams.values()]
-    return np.concatenate(pooled, axis=1)
 
 
 # ---------------------------------------------------------------------------- testing
@@ -449,7 +456,7 @@ def cross_corpus_results(cfg: RunConfig, saved: dict, folds: list[Path]
     columns = [model_names.index(c) for c in names]
     results = []
     for fold_dir in folds:
-        probs = predict_probs(load_fold_model(fold_dir), target)[:, columns]
+        probs = load_estimator(fold_dir, model_names).predict_proba(target)[:, columns]
         probs = probs / probs.sum(axis=1, keepdims=True)
         fold = int(fold_dir.name.split("_")[1])
         results.append({"fold": fold, "target": _evaluation(target, probs, names,
@@ -469,11 +476,8 @@ def run_cross_corpus_test(cfg: RunConfig) -> dict:
                                          results, names)
     if cfg.visualize:
         from src.utils.plots import plot_tsne
-        import keras
 
-        model = load_fold_model(folds[0])
-        embedder = keras.Model(model.inputs, model.get_layer("embedding").output)
-        emb = predict_probs(embedder, target)
+        emb = load_estimator(folds[0], saved["class_names"]).embed(target)
         plot_tsne(emb, np.array([names[i] for i in target.labels]),
                   np.array([target_data] * target.n), Path(cfg.results_root) / run_id /
                   "tsne_target.png", title=f"{run_id}: target embeddings (fold 1)")

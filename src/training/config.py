@@ -21,7 +21,8 @@ _NOT_IN_RUN_ID = {"mode", "visualize", "test_path", "audio", "output", "features
 # ids (and resumable runs) made before they existed stay the same.
 _IN_RUN_ID_WHEN_SET = {"time_masks", "freq_masks", "time_mask_width", "freq_mask_width",
                        "head_units", "da_warmup", "balanced_batches", "mixup",
-                       "collapse_guard"}
+                       "collapse_guard", "model", "mlp_units", "mlp_dropout", "C",
+                       "frame_pooling"}
 
 
 @dataclasses.dataclass
@@ -32,6 +33,13 @@ class RunConfig:
     fusion_streams: str = "MFCC,LogMel"
     feature_set: str = ""
     preset: str = "default"
+    # model family: tcn (temporal network; fused when utterance-level streams are in FUSION),
+    # mlp (Keras, utterance vectors), svm / logreg (scikit-learn pipelines)
+    model: str = "tcn"
+    mlp_units: str = "256,128"
+    mlp_dropout: float = 0.3
+    C: float = 1.0
+    frame_pooling: str = "none"
     # optimisation (seed defaults)
     epoch: int = 300
     batch_size: int = 32
@@ -139,6 +147,17 @@ class RunConfig:
         if not sizes or min(sizes) < 1:
             raise ValueError(f"--head_units must be positive integers separated by commas, "
                              f"or none; got {self.head_units!r}")
+        return sizes
+
+    def mlp_sizes(self) -> tuple[int, ...]:
+        """--mlp_units as Dense sizes: "256,128" -> (256, 128); ValueError naming the flag."""
+        try:
+            sizes = tuple(int(item) for item in self.mlp_units.split(","))
+        except ValueError:
+            sizes = ()
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"--mlp_units must be positive integers separated by commas; "
+                             f"got {self.mlp_units!r}")
         return sizes
 
     def fold_numbers(self) -> tuple[int, ...]:

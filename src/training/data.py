@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from src.data_processing.config import FEATURE_TYPES, FUSION
+from src.data_processing.config import FEATURE_TYPES, FUSION, is_utterance_level
 from src.data_processing.store import load_feature_set, load_fusion_set
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,10 @@ class DataError(ValueError):
 class SERData:
     """One corpus ready for training.
 
-    streams: stream name -> (N, T_max, D) float32, zero padded after each utterance's length.
-    lengths: (N,) int32 valid frames; labels: (N,) int class indices into `class_names`.
+    streams: stream name -> (N, T_max, D) float32, zero padded after each utterance's length;
+        an utterance-level stream (openSMILE functionals) is (N, 1, D) and always valid.
+    lengths: (N,) int32 valid frames of the frame-level streams (1 when there are none);
+    labels: (N,) int class indices into `class_names`.
     """
 
     dataset: str
@@ -51,6 +53,17 @@ class SERData:
     @property
     def input_dims(self) -> dict[str, int]:
         return {name: int(array.shape[-1]) for name, array in self.streams.items()}
+
+    @property
+    def utterance_streams(self) -> list[str]:
+        """Streams holding one vector per utterance, (N, 1, D)."""
+        return [name for name in self.streams
+                if is_utterance_level(name, self.extraction.get(name, {}))]
+
+    @property
+    def frame_streams(self) -> list[str]:
+        """Streams holding frames, (N, T_max, D), valid up to `lengths`."""
+        return [name for name in self.streams if name not in self.utterance_streams]
 
     @property
     def file_ids(self) -> np.ndarray:
@@ -123,11 +136,16 @@ def load_ser_data(dataset: str, feature_type: str, features_root: str | Path,
     if len(keep) == 0:
         raise DataError(f"{dataset}: no file has a label in {class_names}")
     metadata = metadata.iloc[keep].reset_index(drop=True)
-    lengths = np.array([arrays[names[0]][i].shape[0] for i in keep], dtype=np.int32)
-    if max_frames > 0:
+    utterance = [n for n in names if is_utterance_level(n, configs[n])]
+    framed = [n for n in names if n not in utterance]
+    lengths = np.array([arrays[framed[0]][i].shape[0] if framed else 1 for i in keep],
+                       dtype=np.int32)
+    if max_frames > 0 and framed:
         metadata["cropped"] = lengths > max_frames
         lengths = np.minimum(lengths, max_frames)
-    streams = {name: pad_sequences([arrays[name][i] for i in keep], lengths)
+    streams = {name: (np.stack([arrays[name][i] for i in keep]).astype(np.float32)
+                      if name in utterance else
+                      pad_sequences([arrays[name][i] for i in keep], lengths))
                for name in names}
     label_index = {name: i for i, name in enumerate(class_names)}
     labels = np.array([label_index[t] for t in metadata["label"].astype(str)], dtype=np.int32)
@@ -155,20 +173,42 @@ def pad_sequences(arrays: list[np.ndarray], lengths: np.ndarray) -> np.ndarray:
     return out
 
 
-def valid_frames(data: SERData) -> np.ndarray:
-    """(N, T_max) bool: True on each utterance's real frames, False on padding."""
-    t_max = next(iter(data.streams.values())).shape[1]
+def valid_frames(data: SERData, stream: str | None = None) -> np.ndarray:
+    """(N, T) bool: True on each utterance's real frames of `stream` (default: the first
+    frame-level one), False on padding; all True for an utterance-level stream ((N, 1))."""
+    stream = stream or (data.frame_streams or list(data.streams))[0]
+    t_max = data.streams[stream].shape[1]
+    if stream in data.utterance_streams:
+        return np.ones((data.n, t_max), dtype=bool)
     return np.arange(t_max)[None, :] < data.lengths[:, None]
 
 
 def normalisation_stats(data: SERData) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-stream mean and variance over the valid frames of `data`: {stream: ((D,), (D,))}."""
+    """Per-stream mean and variance over the valid frames of `data` (over the utterances for an
+    utterance-level stream): {stream: ((D,), (D,))}."""
     stats = {}
-    valid = valid_frames(data)
     for name, array in data.streams.items():
-        frames = array[valid]
+        frames = array[valid_frames(data, name)]
         stats[name] = (frames.mean(axis=0), np.maximum(frames.var(axis=0), 1e-8))
     return stats
+
+
+def utterance_matrix(data: SERData) -> np.ndarray:
+    """(N, D) one vector per utterance, streams side by side in `data.streams` order: an
+    utterance-level stream's vector, or a frame-level stream's mean and standard deviation over
+    its valid frames (2 x D). The input of the utterance-level models (svm, logreg, and the
+    same pooling inside the Keras `mlp`, `src.models.mlp.UtterancePooling`)."""
+    parts = []
+    for name, array in data.streams.items():
+        if name in data.utterance_streams:
+            parts.append(array[:, 0, :])
+            continue
+        valid = valid_frames(data, name)[..., None]
+        count = np.maximum(valid.sum(axis=1), 1)
+        mean = (array * valid).sum(axis=1) / count
+        var = (np.square(array - mean[:, None, :]) * valid).sum(axis=1) / count
+        parts.extend([mean, np.sqrt(var)])
+    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 def standardise_groups(data: SERData, groups: np.ndarray) -> SERData:
@@ -178,14 +218,14 @@ def standardise_groups(data: SERData, groups: np.ndarray) -> SERData:
     groups: (N,) labels. Unsupervised (labels are never read), so it may use a test speaker's
     own recordings, as speaker normalisation in speaker-independent SER does.
     """
-    valid = valid_frames(data)[..., None]
     streams = {name: np.zeros_like(array) for name, array in data.streams.items()}
     for group in pd.unique(groups):
         rows = np.flatnonzero(groups == group)
         stats = normalisation_stats(data.subset(rows))
         for name, array in data.streams.items():
             mean, var = stats[name]
-            streams[name][rows] = np.where(valid[rows], (array[rows] - mean) / np.sqrt(var), 0.0)
+            valid = valid_frames(data, name)[rows][..., None]
+            streams[name][rows] = np.where(valid, (array[rows] - mean) / np.sqrt(var), 0.0)
     return dataclasses.replace(data, streams=streams)
 
 
@@ -292,7 +332,8 @@ def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: in
         inputs[LENGTH_KEY] = tf.gather(lengths, index)
         return inputs, tf.gather(onehot, index)
 
-    first_stream = next(iter(streams))
+    utterance = set(data.utterance_streams)
+    first_stream = next((k for k in streams if k not in utterance), next(iter(streams)))
 
     def gather_mixed(index, t, partner, weight):
         (inputs, labels), (other, other_labels) = gather(index, t), gather(partner, t)
@@ -301,7 +342,9 @@ def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: in
         theirs = frames < other[LENGTH_KEY][:, None]
         # frames only one of the two files has are copied from it, not mixed with padding
         w = tf.where(own & theirs, weight[:, None], tf.cast(own, tf.float32))[:, :, None]
-        mixed = {k: w * inputs[k] + (1.0 - w) * other[k] for k in streams}
+        w_utt = weight[:, None, None]  # an utterance vector is always mixed
+        mixed = {k: (w_utt if k in utterance else w) * inputs[k]
+                 + (1.0 - (w_utt if k in utterance else w)) * other[k] for k in streams}
         mixed[LENGTH_KEY] = tf.maximum(inputs[LENGTH_KEY], other[LENGTH_KEY])
         return mixed, weight[:, None] * labels + (1.0 - weight[:, None]) * other_labels
 

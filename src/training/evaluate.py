@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from src.data_processing.config import ExtractionConfig
+from src.data_processing.config import ExtractionConfig, is_utterance_level
 from src.training.config import RunConfig
 from src.training.data import SERData, load_ser_data, pad_sequences, standardise_groups
-from src.training.experiment import ExperimentError, predict_probs
+from src.training.estimators import MODEL_FILES, load_estimator
+from src.training.experiment import ExperimentError
 from src.training.report import write_run_report
 
 log = logging.getLogger(__name__)
@@ -21,26 +22,24 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 
 
 def load_saved_run(test_path: str | Path) -> tuple[dict, list[Path]]:
-    """(saved config, sorted fold folders holding a model.keras) of a trained run."""
+    """(saved config, sorted fold folders holding a model file) of a trained run."""
     root = Path(test_path)
     config_path = root / "config.json"
     if not config_path.is_file():
         raise ExperimentError(f"--test_path {root}: no config.json there; point it at a folder "
                               f"made by --mode train (saved_models/<DATA>/<FEATURE>/<run-id>/) "
                               f"or at test_models/<DATA>/<FEATURE>/")
-    folds = sorted(p.parent for p in root.glob("fold_*/model.keras"))
+    folds = fold_dirs(root)
     if not folds:
-        raise ExperimentError(f"--test_path {root}: no fold_XX/model.keras inside; train first "
+        raise ExperimentError(f"--test_path {root}: no fold_XX/model.keras (or model.skops) "
+                              f"inside; train first "
                               f"(python -m src.training.main --mode train ...)")
     return json.loads(config_path.read_text()), folds
 
 
-def load_fold_model(fold_dir: Path):
-    import keras
-
-    import src.models.layers  # noqa: F401  registers the custom layers for deserialisation
-
-    return keras.models.load_model(fold_dir / "model.keras")
+def fold_dirs(root: Path) -> list[Path]:
+    """Sorted fold_XX folders of `root` that hold a model file (model.keras / model.skops)."""
+    return sorted({p.parent for name in MODEL_FILES for p in Path(root).glob(f"fold_*/{name}")})
 
 
 def _check_request(cfg: RunConfig, saved: dict) -> None:
@@ -98,7 +97,7 @@ def evaluate_folds(saved: dict, folds: list[Path], features_root: str
             raise ExperimentError(f"{fold_dir}: {len(missing)} test files are missing from the "
                                   f"{dataset} features (e.g. {missing[0]})")
         test = data.subset(np.array([position[f] for f in split["test"]]))
-        probs = predict_probs(load_fold_model(fold_dir), test)
+        probs = load_estimator(fold_dir, data.class_names).predict_proba(test)
         y_pred = probs.argmax(axis=1)
         metrics = compute_metrics(test.labels, y_pred, data.class_names)
         fold = int(fold_dir.name.split("_")[1])
@@ -156,20 +155,26 @@ def extract_for_models(paths: list[Path], saved: dict) -> tuple[SERData, list[tu
         except (AudioError, OSError, ValueError) as err:
             failures.append((str(path), str(err)))
             continue
-        n = min(a.shape[0] for a in arrays.values())
+        framed = [s for s in streams if not is_utterance_level(s, configs[s])]
+        n = min([arrays[s].shape[0] for s in framed] or [1])
         for stream in streams:
-            per_stream[stream].append(arrays[stream][:n])
+            per_stream[stream].append(arrays[stream][:n] if stream in framed
+                                      else arrays[stream])
         kept.append(path)
     if not kept:
         raise ExperimentError("no input file could be used: " +
                               "; ".join(f"{p}: {r}" for p, r in failures))
-    lengths = np.array([a.shape[0] for a in per_stream[streams[0]]], dtype=np.int32)
+    framed = [s for s in streams if not is_utterance_level(s, configs[s])]
+    lengths = np.array([a.shape[0] for a in per_stream[framed[0]]] if framed
+                       else [1] * len(kept), dtype=np.int32)
     max_frames = saved["run"].get("max_frames", 0)
     if max_frames:
         lengths = np.minimum(lengths, max_frames)
     metadata = pd.DataFrame({"file_id": [str(p) for p in kept], "label": "", "speaker": ""})
     data = SERData(dataset="PREDICT",
-                   streams={s: pad_sequences(per_stream[s], lengths) for s in streams},
+                   streams={s: pad_sequences(per_stream[s], lengths if s in framed
+                                             else np.ones(len(kept), dtype=np.int32))
+                            for s in streams},
                    lengths=lengths, labels=np.zeros(len(kept), dtype=np.int32),
                    class_names=saved["class_names"], metadata=metadata,
                    extraction=saved["extraction"], feature_hashes=saved["feature_hashes"])
@@ -187,8 +192,8 @@ def run_predict(cfg: RunConfig) -> pd.DataFrame:
 
     saved, folds = load_saved_run(cfg.test_path)
     data, failures = extract_for_models(collect_audio(list(cfg.audio)), saved)
-    probs = np.mean([predict_probs(load_fold_model(f), data) for f in folds], axis=0)
     names = saved["class_names"]
+    probs = np.mean([load_estimator(f, names).predict_proba(data) for f in folds], axis=0)
     table = pd.DataFrame({"file": data.file_ids,
                           "emotion": [names[i] for i in probs.argmax(axis=1)]})
     for i, name in enumerate(names):

@@ -84,7 +84,10 @@ def training_command(run: dict) -> str:
 
 def _copy_fold(fold_dir: Path, dest: Path, weights_dtype: str) -> None:
     dest.mkdir(parents=True, exist_ok=True)
-    compact_model_file(fold_dir / "model.keras", dest / "model.keras", weights_dtype)
+    if (fold_dir / "model.skops").is_file():  # scikit-learn: small already, copied as is
+        shutil.copyfile(fold_dir / "model.skops", dest / "model.skops")
+    else:
+        compact_model_file(fold_dir / "model.keras", dest / "model.keras", weights_dtype)
     shutil.copyfile(fold_dir / "split.json", dest / "split.json")
     result = json.loads((fold_dir / "result.json").read_text())
     sio.write_json(dest / "result.json", {**result, "trained": _headline(result)})
@@ -130,10 +133,10 @@ def _evaluate_shipped(path: Path, saved: dict, features_root: str) -> dict:
     """Evaluate the compact models, store each fold's outputs in its result.json and return
     the mean/std summary (same-corpus: own test splits; adapted: the whole target corpus)."""
     from src.training.adaptation import cross_corpus_results
-    from src.training.evaluate import evaluate_folds
+    from src.training.evaluate import evaluate_folds, fold_dirs
     from src.utils.metrics import summarise_folds
 
-    folds = sorted(p.parent for p in path.glob("fold_*/model.keras"))
+    folds = fold_dirs(path)
     features_root = features_root or RunConfig().features_root
     adapted = saved["run"]["mode"] == "train-lmmd"
     if adapted:

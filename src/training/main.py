@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 
@@ -28,7 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES, default=d.mode)
     p.add_argument("--data", default=d.data, help="corpus: EMODB, RAVDESS or a CSV corpus name")
     p.add_argument("--feature_type", default=d.feature_type,
-                   choices=("MFCC", "LogMel", "HuBERT", "FUSION"))
+                   choices=("MFCC", "LogMel", "HuBERT", "eGeMAPS", "ComParE", "FUSION"))
+    p.add_argument("--model", choices=("tcn", "mlp", "svm", "logreg"), default=d.model,
+                   help="tcn: the temporal network (frame-level input; with utterance-level "
+                        "streams in FUSION, the fused model); mlp: Keras MLP over one vector per "
+                        "utterance; svm / logreg: scikit-learn pipelines (scaler + class-"
+                        "balanced classifier) over the same vectors (default %(default)s)")
     p.add_argument("--fusion_streams", default=d.fusion_streams,
                    help="streams of FUSION, comma separated (default MFCC,LogMel)")
     p.add_argument("--feature_set", default=d.feature_set,
@@ -75,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest time span, as a fraction of the utterance's frames")
     g.add_argument("--freq_mask_width", type=float, default=d.freq_mask_width,
                    help="largest band, as a fraction of the feature channels")
+    g.add_argument("--mlp_units", default=d.mlp_units,
+                   help="--model mlp: hidden Dense sizes; the last is the embedding "
+                        "(default %(default)s)")
+    g.add_argument("--mlp_dropout", type=float, default=d.mlp_dropout,
+                   help="--model mlp: dropout after each hidden layer (default %(default)s)")
+    g.add_argument("--C", type=float, default=d.C,
+                   help="--model svm / logreg: inverse regularisation strength "
+                        "(default %(default)s)")
+    g.add_argument("--frame_pooling", choices=("none", "mean_std"), default=d.frame_pooling,
+                   help="mlp / svm / logreg on frame-level features: mean_std pools each "
+                        "stream to its mean and standard deviation over frames (default none: "
+                        "utterance-level features only)")
     g.add_argument("--head_units", default=d.head_units,
                    help="Dense sizes of the classifier head, comma separated; none = softmax "
                         "straight on the pooled features, as in TIM-Net (default %(default)s)")
@@ -184,6 +202,8 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
          "--val_fraction 0 leaves no validation set for early stopping: add --patience 0"),
         (not 0 <= cfg.da_warmup < cfg.epoch, "--da_warmup must be in [0, --epoch)"),
         (cfg.mixup < 0, "--mixup must be >= 0 (0 = off)"),
+        (not (math.isfinite(cfg.C) and cfg.C > 0), "--C must be a positive number"),
+        (not 0 <= cfg.mlp_dropout < 1, "--mlp_dropout must be in [0, 1)"),
         (min(cfg.time_masks, cfg.freq_masks) < 0, "--time_masks and --freq_masks must be >= 0"),
         (not (0 <= cfg.time_mask_width < 1 and 0 <= cfg.freq_mask_width < 1),
          "--time_mask_width and --freq_mask_width must be in [0, 1)"),
@@ -191,7 +211,7 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
     for failed, message in checks:
         if failed:
             parser.error(message)
-    for check in (cfg.head_sizes, cfg.fold_numbers):
+    for check in (cfg.head_sizes, cfg.fold_numbers, cfg.mlp_sizes):
         try:
             check()
         except ValueError as error:

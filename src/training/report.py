@@ -53,6 +53,7 @@ def write_run_report(result_dir: Path, run_id: str, saved: dict, results: list[d
         "n_folds": len(results), "class_names": class_names,
         **{f"{k}_mean": float(summary[k]["mean"]) for k in _METRIC_KEYS},
         **{f"{k}_std": float(summary[k]["std"]) for k in _METRIC_KEYS},
+        **{f"{k}_pooled": v for k, v in summary["pooled"].items()},
         "per_class_recall": per_class.mean().to_dict(),
         "seconds_per_epoch": float(np.median(epoch_seconds)) if epoch_seconds else None,
         "train_seconds": float(sum(r.get("seconds") or 0.0 for r in results)),

@@ -135,9 +135,26 @@ def summarise_folds(fold_metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         **stats,
         "confusion": confusion,
+        "pooled": pooled_metrics(confusion),
         "n_folds": len(fold_metrics),
         "per_class_recall_mean": per_class_mean,
     }
+
+
+def pooled_metrics(confusion: np.ndarray) -> dict[str, float]:
+    """WAR, UAR and macro-F1 of all folds' test files taken together, from the summed (C, C)
+    confusion matrix (rows true, columns predicted); UAR and F1 average the classes present.
+    With leave-one-speaker-out folds, where a speaker's fold may lack classes, this is the
+    figure SER papers usually report as "LOSO UAR"."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    support, predicted, hits = confusion.sum(axis=1), confusion.sum(axis=0), np.diag(confusion)
+    present = support > 0
+    recall = hits[present] / support[present]
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)[present]
+    f1 = np.divide(2 * precision * recall, precision + recall,
+                   out=np.zeros_like(recall), where=(precision + recall) > 0)
+    return {"war": float(hits.sum() / max(confusion.sum(), 1.0)), "uar": float(recall.mean()),
+            "macro_f1": float(f1.mean())}
 
 
 def classification_report_frame(y_true: Any, y_pred: Any, labels: Sequence[str]) -> pd.DataFrame:

@@ -296,6 +296,10 @@ def format_summary_line(metrics_summary: Mapping[str, Any]) -> str:
             parts.append(f"{title} {mean:.2f} +/- {std:.2f}")
         else:
             parts.append(f"{title} {100.0 * float(metrics_summary[key]):.2f}")
+    pooled = metrics_summary.get("pooled")
+    if pooled:
+        parts.append(f"all folds pooled: UAR {100.0 * pooled['uar']:.2f} "
+                     f"WAR {100.0 * pooled['war']:.2f}")
     return " | ".join(parts)
 
 
