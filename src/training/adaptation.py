@@ -29,7 +29,7 @@ from src.training.evaluate import load_data_for_models, load_saved_run
 from src.training.experiment import (ExperimentError, fold_subsets, make_folds, numbered_folds,
                                      prepare_run_dir, run_folds, save_fold_model)
 from src.training.fitting import (NonFiniteLoss, compile_model, epoch_log, epoch_timer,
-                                  seed_everything)
+                                  predict_probs, seed_everything)
 from src.utils import io
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,12 @@ def load_domain(dataset: str, cfg: RunConfig, class_names: list[str],
               f"({', '.join(f'{k} {v}' for k, v in dropped.items())})")
     data = data.subset(keep)
     if cfg.speaker_norm:  # after the class filter, as `load_data_for_models` does at test time
-        data = standardise_groups(data, speaker_groups(data))
+        groups = speaker_groups(data)
+        if len(set(groups) - {"", "unknown"}) == 0:
+            print(f"{dataset}: no speaker ids (metadata speaker column empty): --speaker_norm "
+                  f"standardises it as one group, i.e. with the corpus's own statistics "
+                  f"(--domain_norm)")
+        data = standardise_groups(data, groups)
     index = {c: i for i, c in enumerate(class_names)}
     data.labels = np.array([index[c] for c in data.metadata["label"]], dtype=np.int32)
     data.class_names = list(class_names)
@@ -113,87 +118,55 @@ def standardise_corpus(data: SERData) -> SERData:
 # ---------------------------------------------------------------------------- training
 def build_adaptation_trainer(classifier, cfg: RunConfig, total_steps: int,
                              warmup_steps: int = 0):
-    """A keras.Model whose train_step adds the domain loss; wraps (and trains) `classifier`.
-
+    """The `DomainAdaptationTrainer` for `classifier` with the run's adaptation settings;
     lambda is 0 for the first `warmup_steps` steps, then ramps up over the remaining ones."""
+    from src.models.adaptation import DomainAdaptationTrainer
+
+    return DomainAdaptationTrainer(
+        classifier, method=cfg.da_method, weight=cfg.lmmd_weight, total_steps=total_steps,
+        warmup_steps=warmup_steps, label_smoothing=cfg.label_smoothing,
+        kernel_mul=cfg.kernel_mul, kernel_num=cfg.kernel_num, fix_sigma=cfg.fix_sigma or None,
+        pseudo_label=cfg.pseudo_label, confidence=cfg.confidence,
+        target_entropy=cfg.target_entropy)
+
+
+def label_free_score(source_accuracy: float, target_probs: np.ndarray) -> float:
+    """Model-selection score that reads no target label: source (validation) accuracy times
+    the normalised entropy of the mean target prediction, H(mean_i p_i) / log C (1 when the
+    target's predicted class mix is uniform, 0 when every target file gets one class). An
+    embedding collapsed by the domain term, or a classifier that maps the whole target corpus
+    to one or two classes, scores low even while its source accuracy is high."""
+    mean = np.clip(np.asarray(target_probs, dtype=np.float64).mean(axis=0), 1e-12, 1.0)
+    balance = float(-(mean * np.log(mean)).sum() / np.log(len(mean)))
+    return float(source_accuracy) * balance
+
+
+def epoch_selector(classifier, target: SERData):
+    """Callback for `--select_epoch label_free`: after every epoch, score the classifier with
+    `label_free_score` (source validation accuracy, or training accuracy without a validation
+    split, and the target predictions); at the end of training restore the best-scoring epoch.
+    Records `scores` and `selected_epoch` (1-based)."""
     import keras
-    import tensorflow as tf
 
-    from src.models.domain import GradientReversal, build_domain_classifier
-    from src.models.lmmd_loss import adaptation_lambda, lmmd_loss, mmd_loss
+    class LabelFreeSelection(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.scores, self.best, self.weights, self.selected_epoch = [], -1.0, None, None
 
-    class DomainAdaptationTrainer(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.classifier = classifier
-            self.embedder = keras.Model(classifier.inputs,
-                                        [classifier.get_layer("embedding").output,
-                                         classifier.output])
-            self.ce = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
-            self.step = tf.Variable(0.0, trainable=False, dtype="float32")
-            if cfg.da_method == "dann":
-                dim = classifier.get_layer("embedding").output.shape[-1]
-                self.reversal = GradientReversal()
-                self.discriminator = build_domain_classifier(dim)
-            self.trackers = {name: keras.metrics.Mean(name=name)
-                             for name in ("loss", "cls_loss", "da_loss", "lambda")}
-            self.acc = keras.metrics.CategoricalAccuracy(name="accuracy")
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            accuracy = logs.get("val_accuracy", logs.get("accuracy", 0.0))
+            score = label_free_score(accuracy, predict_probs(classifier, target))
+            self.scores.append(score)
+            logs["label_free_score"] = score
+            if score > self.best:
+                self.best, self.selected_epoch = score, epoch + 1
+                self.weights = self.model.get_weights()
 
-        @property
-        def metrics(self):
-            return [*self.trackers.values(), self.acc]
+        def on_train_end(self, logs=None):
+            if self.weights is not None:
+                self.model.set_weights(self.weights)
 
-        def call(self, inputs, training=False):
-            return self.classifier(inputs, training=training)
-
-        def domain_loss(self, es, et, ys, pt, lam):
-            if cfg.da_method == "lmmd":
-                return lmmd_loss(es, et, ys, pt, kernel_mul=cfg.kernel_mul,
-                                 kernel_num=cfg.kernel_num, fix_sigma=cfg.fix_sigma or None,
-                                 pseudo_label=cfg.pseudo_label, confidence=cfg.confidence)
-            if cfg.da_method == "mmd":
-                return mmd_loss(es, et, kernel_mul=cfg.kernel_mul, kernel_num=cfg.kernel_num,
-                                fix_sigma=cfg.fix_sigma or None)
-            # dann: the reversal layer carries lambda, the discriminator sees both domains
-            self.reversal.scale.assign(lam)
-            logits = self.discriminator(self.reversal(tf.concat([es, et], axis=0)))
-            domains = tf.concat([tf.ones_like(es[:, :1]), tf.zeros_like(et[:, :1])], axis=0)
-            return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(domains, logits))
-
-        def train_step(self, data):
-            (xs, ys), xt = data
-            ramp_steps = float(max(1, total_steps - warmup_steps))
-            progress = tf.clip_by_value((self.step - float(warmup_steps)) / ramp_steps, 0.0, 1.0)
-            lam = adaptation_lambda(progress)
-            with tf.GradientTape() as tape:
-                es, ps = self.embedder(xs, training=True)
-                cls_loss = self.ce(ys, ps)
-                if cfg.da_method == "none":
-                    da_loss = tf.constant(0.0)
-                else:
-                    et, pt = self.embedder(xt, training=True)
-                    da_loss = self.domain_loss(es, et, ys, pt, lam)
-                # DANN already scales its gradient by lambda in the reversal layer
-                weight = cfg.lmmd_weight if cfg.da_method == "dann" else lam * cfg.lmmd_weight
-                loss = cls_loss + weight * da_loss
-            variables = self.trainable_variables
-            grads = tape.gradient(loss, variables)
-            self.optimizer.apply(grads, variables)
-            self.step.assign_add(1.0)
-            for name, value in (("loss", loss), ("cls_loss", cls_loss), ("da_loss", da_loss),
-                                ("lambda", lam)):
-                self.trackers[name].update_state(value)
-            self.acc.update_state(ys, ps)
-            return {m.name: m.result() for m in self.metrics}
-
-        def test_step(self, data):
-            x, y = data
-            probs = self.classifier(x, training=False)
-            self.trackers["loss"].update_state(self.ce(y, probs))
-            self.acc.update_state(y, probs)
-            return {"loss": self.trackers["loss"].result(), "accuracy": self.acc.result()}
-
-    return DomainAdaptationTrainer()
+    return LabelFreeSelection()
 
 
 def collapse_guard(n_classes: int, drop: float = 0.6, healthy: float = 0.9):
@@ -231,7 +204,8 @@ def collapse_guard(n_classes: int, drop: float = 0.6, healthy: float = 0.9):
 def fit_adapted(classifier, train: SERData, val: SERData | None, target: SERData,
                 cfg: RunConfig, seed: int, fold_dir: Path | None):
     """Train Keras `classifier` on `train` with the domain term towards `target` (whose labels
-    are dropped before batching); returns (history, epoch seconds, collapse guard or None)."""
+    are dropped before batching); returns (history, epoch seconds, the collapse guard or the
+    label-free epoch selector, or None)."""
     import keras
     import tensorflow as tf
 
@@ -253,6 +227,9 @@ def fit_adapted(classifier, train: SERData, val: SERData | None, target: SERData
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=cfg.monitor, mode="min" if "loss" in cfg.monitor else "max",
             patience=cfg.patience, restore_best_weights=True))
+    elif cfg.select_epoch == "label_free":
+        guard = epoch_selector(classifier, target)  # restores the best-scoring epoch
+        callbacks.insert(1, guard)  # before the CSV log, which then records its score
     elif cfg.collapse_guard and cfg.da_method != "none":
         guard = collapse_guard(n_classes)  # early stopping, where on, already restores
         callbacks.append(guard)
@@ -293,8 +270,9 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
         "fold": fold, "history": history, "epochs": len(times),
         "seconds": float(sum(times)),
         "seconds_per_epoch": float(np.median(times)) if times else 0.0,
-        "collapsed_epoch": guard.collapsed_epoch if guard else None,
-        "restored_epoch": guard.restored_epoch if guard else None,
+        "collapsed_epoch": getattr(guard, "collapsed_epoch", None),
+        "restored_epoch": getattr(guard, "restored_epoch", None),
+        "selected_epoch": getattr(guard, "selected_epoch", None),
         "source": _evaluation(test, source_probs, names, compute_metrics),
         "target": _evaluation(target, target_probs, names, compute_metrics),
     }

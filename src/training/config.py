@@ -22,7 +22,7 @@ _NOT_IN_RUN_ID = {"mode", "visualize", "test_path", "audio", "output", "features
 _IN_RUN_ID_WHEN_SET = {"time_masks", "freq_masks", "time_mask_width", "freq_mask_width",
                        "head_units", "da_warmup", "balanced_batches", "mixup",
                        "collapse_guard", "model", "mlp_units", "mlp_dropout", "C",
-                       "frame_pooling"}
+                       "frame_pooling", "target_entropy", "select_epoch"}
 
 
 @dataclasses.dataclass
@@ -85,6 +85,8 @@ class RunConfig:
     lmmd_weight: float = 0.5
     da_warmup: int = 0
     collapse_guard: bool = True
+    target_entropy: float = 0.0
+    select_epoch: str = "last"
     kernel_mul: float = 2.0
     kernel_num: int = 5
     fix_sigma: float = 0.0

@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="{true,false}",
                    help="with --patience 0: stop and restore the last healthy epoch when the "
                         "source training accuracy collapses (default %(default)s)")
+    g.add_argument("--target_entropy", type=float, default=d.target_entropy,
+                   help="weight of the mean entropy of target predictions added to the loss "
+                        "(entropy minimisation, ramped like the domain term; 0 = off)")
+    g.add_argument("--select_epoch", choices=("last", "label_free"), default=d.select_epoch,
+                   help="train-lmmd with --patience 0: keep the last epoch, or the epoch with "
+                        "the best label-free score (source validation accuracy x balance of the "
+                        "target predictions; no target label is read) (default %(default)s)")
     g.add_argument("--kernel_mul", type=float, default=d.kernel_mul)
     g.add_argument("--kernel_num", type=int, default=d.kernel_num)
     g.add_argument("--fix_sigma", type=float, default=d.fix_sigma)
@@ -204,6 +211,8 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
         (cfg.mixup < 0, "--mixup must be >= 0 (0 = off)"),
         (not (math.isfinite(cfg.C) and cfg.C > 0), "--C must be a positive number"),
         (not 0 <= cfg.mlp_dropout < 1, "--mlp_dropout must be in [0, 1)"),
+        (not (math.isfinite(cfg.target_entropy) and cfg.target_entropy >= 0),
+         "--target_entropy must be a number >= 0"),
         (min(cfg.time_masks, cfg.freq_masks) < 0, "--time_masks and --freq_masks must be >= 0"),
         (not (0 <= cfg.time_mask_width < 1 and 0 <= cfg.freq_mask_width < 1),
          "--time_mask_width and --freq_mask_width must be in [0, 1)"),

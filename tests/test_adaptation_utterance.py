@@ -1,0 +1,152 @@
+"""Cross-corpus training with utterance-level models (mlp / logreg on openSMILE functionals):
+target labels unused, LMMD on the MLP embedding, speaker normalisation, label-free selection."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src.data_processing.run_data_processing import main as extract_main
+from src.training.adaptation import fit_adapted, label_free_score, load_domain
+from src.training.config import RunConfig
+from src.training.data import SERData
+from src.training.estimators import KerasEstimator
+from src.training.fitting import seed_everything
+from src.training.main import main as train_main
+from tests.synthetic import write_emodb_like, write_shifted_manifest
+
+pytest.importorskip("opensmile")
+TARGET = "SHIFTED"
+FAST = ["--batch_size", "8", "--lr", "3e-3", "--patience", "0", "--verbose", "0",
+        "--mlp_units", "16,8", "--split_fold", "3", "--max_folds", "1"]
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory) -> Path:
+    """EMODB-named source and a pitch-shifted CSV target with eGeMAPS functionals."""
+    base = tmp_path_factory.mktemp("da_utt")
+    source = write_emodb_like(base / "source")
+    manifest = write_shifted_manifest(base / "target", scale=1.1, noise=0.03)
+    features = base / "features"
+    for args in (["--dataset", "EMODB", "--raw_dir", str(source)],
+                 ["--dataset", "CSV", "--manifest", str(manifest), "--name", TARGET]):
+        assert extract_main([*args, "--features_root", str(features), "--features", "eGeMAPS",
+                             "--workers", "1", "--no_progress"]) == 0
+    return features
+
+
+def run(features: Path, out: Path, *args: str) -> int:
+    return train_main(["--data", "EMODB", "--target_data", TARGET, "--features_root",
+                       str(features), "--results_root", str(out / "results"), "--models_root",
+                       str(out / "models"), "--feature_type", "eGeMAPS", *args])
+
+
+def test_mlp_adaptation_never_reads_target_labels(corpora, tmp_path):
+    import keras
+
+    dest = tmp_path / "permuted"
+    import shutil
+
+    shutil.copytree(corpora, dest)
+    for meta in (dest / TARGET).glob("*/*/metadata.csv"):
+        frame = pd.read_csv(meta)
+        frame["label"] = np.random.default_rng(3).permutation(frame["label"].to_numpy())
+        frame.to_csv(meta, index=False)
+    args = ["--mode", "train-lmmd", "--model", "mlp", "--epoch", "3", "--speaker_norm",
+            "--run_id", "same", *FAST]
+    assert run(corpora, tmp_path / "a", *args) == 0
+    assert run(dest, tmp_path / "b", *args) == 0
+    load = [keras.models.load_model(tmp_path / side / "models" / "EMODB" / "eGeMAPS" / "same" /
+                                    "fold_01" / "model.keras") for side in ("a", "b")]
+    for wa, wb in zip(load[0].get_weights(), load[1].get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def _affine_domain(rng, angle_deg: float, shift: float, name: str) -> SERData:
+    """Three Gaussian classes in 4-D; the target rotates them by `angle_deg` in the first plane
+    and shifts them by `shift` along it (a per-domain affine map of the class clusters)."""
+    means = np.array([[3, 0, 0, 0], [0, 3, 0, 0], [-3, -3, 0, 0]], float)
+    x = np.concatenate([m + 0.8 * rng.standard_normal((60, 4)) for m in means])
+    labels = np.repeat(np.arange(3), 60).astype(np.int32)
+    a = np.deg2rad(angle_deg)
+    rotation = np.eye(4)
+    rotation[:2, :2] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    x = x @ rotation.T + np.array([shift, shift, 0, 0])
+    meta = pd.DataFrame({"file_id": [f"{name}{i}" for i in range(len(x))], "speaker": "",
+                         "label": labels.astype(str)})
+    return SERData(name, {"eGeMAPS": x[:, None, :].astype(np.float32)},
+                   np.ones(len(x), np.int32), labels, ["0", "1", "2"], meta,
+                   {"eGeMAPS": {"smile_level": "functionals"}}, {})
+
+
+def test_lmmd_on_the_mlp_recovers_an_affine_class_shift():
+    rng = np.random.default_rng(0)
+    source, target = _affine_domain(rng, 0, 0, "s"), _affine_domain(rng, 40, 2.0, "t")
+    accuracy = {}
+    for method in ("none", "lmmd"):
+        cfg = RunConfig(model="mlp", mlp_units="32,16", mlp_dropout=0.0, epoch=30,
+                        batch_size=32, lr=3e-3, patience=0, verbose=0, da_method=method,
+                        lmmd_weight=0.3, val_fraction=0)
+        seed_everything(1)
+        estimator = KerasEstimator(cfg, source.class_names)
+        fit_adapted(estimator.build(source), source, None, target, cfg, 1, None)
+        assert (estimator.predict_proba(source).argmax(1) == source.labels).mean() > 0.95
+        accuracy[method] = (estimator.predict_proba(target).argmax(1) == target.labels).mean()
+    assert accuracy["none"] < 0.75  # the shift costs the unadapted MLP
+    assert accuracy["lmmd"] > accuracy["none"] + 0.15
+
+
+def test_target_speaker_norm_uses_speaker_ids_not_labels(corpora):
+    cfg = RunConfig(data="EMODB", target_data=TARGET, feature_type="eGeMAPS",
+                    features_root=str(corpora), speaker_norm=True)
+    names = ["angry", "neutral", "sad"]
+    target = load_domain(TARGET, cfg, names)
+    vectors = target.streams["eGeMAPS"][:, 0]
+    speakers = target.metadata["speaker"].to_numpy()
+    assert len(set(speakers)) == 3
+    for speaker in set(speakers):
+        np.testing.assert_allclose(vectors[speakers == speaker].mean(0), 0, atol=1e-4)
+    # the same statistics whatever the labels say: group by label would differ
+    for label in set(target.labels):
+        assert not np.allclose(vectors[target.labels == label].mean(0), 0, atol=1e-2)
+
+
+def test_label_free_score_against_hand_computation():
+    balanced = np.array([[0.9, 0.1], [0.1, 0.9]])
+    assert label_free_score(0.8, balanced) == pytest.approx(0.8)  # mean [0.5, 0.5]: entropy 1
+    one_class = np.array([[0.99, 0.01], [0.98, 0.02]])
+    mean = one_class.mean(0)
+    expected = 0.8 * -(mean * np.log(mean)).sum() / np.log(2)
+    assert label_free_score(0.8, one_class) == pytest.approx(expected)
+    assert label_free_score(0.8, one_class) < 0.2
+
+
+def test_label_free_selection_keeps_the_best_scoring_epoch(corpora, tmp_path):
+    assert run(corpora, tmp_path, "--mode", "train-lmmd", "--model", "mlp", "--epoch", "4",
+               "--select_epoch", "label_free", "--run_id", "sel", *FAST) == 0
+    fold = tmp_path / "models" / "EMODB" / "eGeMAPS" / "sel" / "fold_01"
+    result = json.loads((fold / "result.json").read_text())
+    scores = result["history"]["label_free_score"]
+    assert len(scores) == 4 and result["selected_epoch"] == int(np.argmax(scores)) + 1
+    logged = pd.read_csv(fold / "history.csv")
+    np.testing.assert_allclose(logged["label_free_score"], scores, rtol=1e-6)
+    metrics = json.loads((tmp_path / "results" / "sel" / "metrics.json").read_text())
+    assert "label-free" in metrics["note"]
+
+
+def test_classic_models_run_cross_corpus_without_adaptation_only(corpora, tmp_path, capsys):
+    assert run(corpora, tmp_path, "--mode", "train-lmmd", "--model", "logreg",
+               "--da_method", "lmmd", *FAST) == 2
+    assert "--da_method none" in capsys.readouterr().err
+    assert run(corpora, tmp_path, "--mode", "train-lmmd", "--model", "logreg", "--da_method",
+               "none", "--speaker_norm", "--run_id", "lr", *FAST) == 0
+    trained = json.loads((tmp_path / "results" / "lr" / "metrics.json").read_text())
+    model_dir = tmp_path / "models" / "EMODB" / "eGeMAPS" / "lr"
+    assert (model_dir / "fold_01" / "model.skops").is_file()
+    assert run(corpora, tmp_path, "--mode", "test-cross-corpus", "--test_path",
+               str(model_dir)) == 0
+    again = json.loads((tmp_path / "results" / "lr-on-SHIFTED" / "metrics.json").read_text())
+    assert again["uar_mean"] == pytest.approx(trained["uar_mean"], abs=1e-9)
