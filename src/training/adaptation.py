@@ -221,7 +221,7 @@ def fit_adapted(classifier, train: SERData, val: SERData | None, target: SERData
     train_ds = tf.data.Dataset.zip((source_ds, target_inputs))
     val_ds = make_dataset(val, cfg.batch_size, None, n_classes, training=False) if val else None
     timer = epoch_timer()
-    callbacks = [timer, *epoch_log(fold_dir)]
+    callbacks = [timer, *epoch_log(fold_dir, cfg.tensorboard)]
     guard = None
     if cfg.patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(

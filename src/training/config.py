@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Flags that do not change what is trained (paths, display, bookkeeping) stay out of the run id.
 _NOT_IN_RUN_ID = {"mode", "visualize", "test_path", "audio", "output", "features_root",
                   "results_root", "models_root", "run_id", "overwrite", "verbose",
-                  "distribute", "threads", "jit", "folds"}
+                  "distribute", "threads", "jit", "folds", "tensorboard", "config"}
 # Flags added after runs were published: left out of the run id while at their default, so the
 # ids (and resumable runs) made before they existed stay the same.
 _IN_RUN_ID_WHEN_SET = {"time_masks", "freq_masks", "time_mask_width", "freq_mask_width",
@@ -105,6 +105,8 @@ class RunConfig:
     run_id: str = ""
     overwrite: bool = False
     visualize: bool = False
+    tensorboard: bool = False
+    config: str = ""
     verbose: int = 1
     threads: int = 0
     distribute: str = "none"

@@ -193,7 +193,20 @@ def prepare_run_dir(cfg: RunConfig, data: SERData,
                 f"the current ones are {data.feature_hashes}; pass --overwrite or --run_id NEW")
     if write:
         io.write_json(config_path, saved)
+        write_run_yaml(model_dir / "run.yaml", cfg)
     return run_id, model_dir, result_dir, saved
+
+
+def write_run_yaml(path: Path, cfg: RunConfig) -> None:
+    """The run's resolved flags as YAML, reusable as `--config FILE` (paths and bookkeeping
+    flags that do not change the models are left out)."""
+    import yaml
+
+    values = {k: v for k, v in cfg.to_dict().items()
+              if k not in ("config", "run_id", "overwrite", "folds", "test_path", "audio",
+                           "output")}
+    io.write_text(path, "# python -m src.training.main --config run.yaml\n"
+                  + yaml.safe_dump(values, sort_keys=True))
 
 
 def numbered_folds(folds: list, cfg: RunConfig) -> list[tuple[int, tuple, bool]]:

@@ -29,7 +29,8 @@ from src.utils import io as sio
 WEIGHTS_ENTRY = "model.weights.h5"
 # RunConfig fields that are bookkeeping of the training machine, not part of the recipe.
 _NOT_IN_COMMAND = {"test_path", "audio", "output", "features_root", "results_root",
-                   "models_root", "overwrite", "verbose", "visualize"}
+                   "models_root", "overwrite", "verbose", "visualize", "config",
+                   "tensorboard"}
 
 
 def compact_model_file(src: Path, dst: Path, weights_dtype: str = "float16") -> None:

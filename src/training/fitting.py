@@ -208,15 +208,21 @@ def epoch_timer():
     return EpochTimer()
 
 
-def epoch_log(fold_dir: Path | None) -> list:
+def epoch_log(fold_dir: Path | None, tensorboard: bool = False) -> list:
     """[CSVLogger] writing each epoch's losses and metrics to fold_dir/history.csv as training
-    goes (a long `--verbose 0` run can be watched with `tail -f`); [] without a fold_dir."""
+    goes (a long `--verbose 0` run can be watched with `tail -f`), plus with `tensorboard` a
+    Keras TensorBoard callback logging to fold_dir/tensorboard (losses, domain loss, lambda,
+    learning rate); [] without a fold_dir."""
     import keras
 
     if fold_dir is None:
         return []
     fold_dir.mkdir(parents=True, exist_ok=True)
-    return [keras.callbacks.CSVLogger(str(fold_dir / "history.csv"))]
+    callbacks = [keras.callbacks.CSVLogger(str(fold_dir / "history.csv"))]
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(fold_dir / "tensorboard"),
+                                                     write_graph=False))
+    return callbacks
 
 
 def fit_model(model, train: SERData, val: SERData | None, cfg: RunConfig, seed: int,
@@ -242,7 +248,7 @@ def fit_model(model, train: SERData, val: SERData | None, cfg: RunConfig, seed: 
                  "validation_steps": int(np.ceil(val.n / cfg.batch_size)) if val else None}
         built = _keras_distribution_fixes(model, n_classes)
     timer, guard = epoch_timer(), _stop_on_non_finite()
-    callbacks = [timer, guard, *epoch_log(fold_dir)]
+    callbacks = [timer, guard, *epoch_log(fold_dir, cfg.tensorboard)]
     monitor = cfg.monitor if val is not None else cfg.monitor.replace("val_", "")
     if cfg.patience > 0:
         mode = "min" if "loss" in monitor else "max"

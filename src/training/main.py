@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
 
@@ -26,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m src.training.main",
                                 description="Train and evaluate speech emotion recognition "
                                             "models (TIM-Net style bidirectional TCN).")
+    p.add_argument("--config", default=d.config, metavar="FILE",
+                   help="YAML or TOML file of flag values ({flag: value}, e.g. the run.yaml "
+                        "saved with every run); flags on the command line override it")
     p.add_argument("--mode", choices=MODES, default=d.mode)
     p.add_argument("--data", default=d.data, help="corpus: EMODB, RAVDESS or a CSV corpus name")
     p.add_argument("--feature_type", default=d.feature_type,
@@ -155,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--run_id", default=d.run_id)
     g.add_argument("--overwrite", action="store_true", help="start the run afresh")
     g.add_argument("--visualize", action="store_true")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="write Keras TensorBoard logs per fold (<run>/fold_XX/tensorboard)")
     g.add_argument("--verbose", type=int, default=d.verbose)
     g.add_argument("--threads", type=int, default=d.threads,
                    help="TensorFlow threads (0 = all cores)")
@@ -253,9 +259,45 @@ def dispatch(cfg: RunConfig):
     return run_adaptation(cfg) if cfg.mode == "train-lmmd" else run_cross_corpus_test(cfg)
 
 
+def read_config_file(path: str, parser: argparse.ArgumentParser) -> dict:
+    """Flag values from a YAML (.yaml/.yml) or TOML (.toml) file: a mapping of flag names
+    (with or without the leading --, dashes or underscores; any RunConfig field) to values. Exits with one line
+    naming the file on a missing/unreadable file or an unknown flag."""
+    import dataclasses
+    import tomllib
+
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+        values = tomllib.loads(text) if path.endswith(".toml") else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        parser.error(f"--config {path}: cannot read it ({type(err).__name__}: {err})")
+    if not isinstance(values, dict):
+        parser.error(f"--config {path}: expected a mapping of flag names to values")
+    # every RunConfig field, including settings without a flag (clipnorm, min_lr, ...)
+    known = {action.dest for action in parser._actions} | {
+        f.name for f in dataclasses.fields(RunConfig)}
+    out = {}
+    for key, value in values.items():
+        name = str(key).lstrip("-").replace("-", "_")
+        if name not in known or name in ("help", "config"):
+            parser.error(f"--config {path}: unknown flag {key!r}")
+        out[name] = list(value) if name == "audio" and value else value
+    return out
+
+
+def parse_config(argv: list[str] | None, parser: argparse.ArgumentParser) -> RunConfig:
+    """argv (after an optional --config FILE, whose values become the defaults) -> RunConfig."""
+    first, _ = parser.parse_known_args(argv)
+    if first.config:
+        parser.set_defaults(**read_config_file(first.config, parser))
+    return config_from_args(parser.parse_args(argv))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    cfg = config_from_args(parser.parse_args(argv))
+    cfg = parse_config(argv, parser)
     validate(cfg, parser)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from src.training.errors import USER_ERRORS
