@@ -2,10 +2,12 @@
 
     python -m benchmarks.bench_extraction [--dataset EMODB] [--workers 1 2] [--raw_dir DIR]
 
-Runs `extract_dataset` on the whole corpus for MFCC only, LogMel only and MFCC+LogMel with each
-worker count, every run into a fresh temporary features_root (nothing reused), and a baseline
-single-process librosa loop (librosa.load(sr=16000) + librosa.feature.mfcc +
-librosa.feature.melspectrogram computed separately). One-time library imports are not timed in
+Runs `extract_dataset` on the whole corpus for MFCC only, LogMel only, MFCC+LogMel and the
+openSMILE sets eGeMAPS and ComParE (functionals) with each worker count, every run into a fresh
+temporary features_root (nothing reused), and two baselines: a single-process librosa loop
+(librosa.load(sr=16000) + librosa.feature.mfcc + librosa.feature.melspectrogram computed
+separately) and audEERING's own single-process loop for each openSMILE set
+(`opensmile.Smile(...).process_file` per file). One-time library imports are not timed in
 either case (extract_dataset leaves them out of its `seconds`); pool start-up, reading, checks
 and the atomic (fsync'ed) .npy writes are timed. Prints a
 table and writes benchmarks/results_extraction.json.
@@ -30,7 +32,7 @@ from src.data_processing.run_data_processing import extract_dataset
 from src.utils.io import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results_extraction.json"
-SETS = (("MFCC",), ("LogMel",), ("MFCC", "LogMel"))
+SETS = (("MFCC",), ("LogMel",), ("MFCC", "LogMel"), ("eGeMAPS",), ("ComParE",))
 
 
 def cpu_seconds() -> float:
@@ -57,6 +59,22 @@ def baseline(paths: list[str], config: ExtractionConfig) -> tuple[float, float]:
     return time.perf_counter() - start, cpu_seconds() - cpu
 
 
+def smile_baseline(paths: list[str], feature: str) -> tuple[float, float]:
+    """audEERING's plain loop: Smile(feature set, functionals).process_file per file, one
+    process; returns (wall seconds, CPU seconds)."""
+    import opensmile
+
+    from src.data_processing.smile import SMILE_SETS
+
+    smile = opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, SMILE_SETS[feature]),
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    smile.process_file(paths[0])  # warm-up
+    start, cpu = time.perf_counter(), cpu_seconds()
+    for path in paths:
+        assert np.isfinite(smile.process_file(path).to_numpy()).all()
+    return time.perf_counter() - start, cpu_seconds() - cpu
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="EMODB")
@@ -64,6 +82,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=2, help="runs per setting; best is kept")
     parser.add_argument("--no_baseline", action="store_true")
+    parser.add_argument("--sets", nargs="+", default=["+".join(s) for s in SETS],
+                        help="feature sets to time, e.g. MFCC+LogMel eGeMAPS ComParE")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -77,7 +97,7 @@ def main(argv=None) -> int:
     rows = []
     audio_seconds = None
     load_before = os.getloadavg()
-    for features in SETS:
+    for features in [tuple(text.split("+")) for text in args.sets]:
         for workers in args.workers:
             best = None
             for _ in range(args.repeats):
@@ -107,6 +127,17 @@ def main(argv=None) -> int:
                      "x_real_time_per_cpu": round(audio_seconds / cpu, 1)})
         print(f"{'baseline':<12} workers=1  {seconds:7.3f} s  {rows[-1]['x_real_time']:8.1f}x "
               f"real time", flush=True)
+        for feature in ("eGeMAPS", "ComParE"):
+            if not any(feature in text.split("+") for text in args.sets):
+                continue
+            seconds, cpu = smile_baseline(list(corpus["path"]), feature)
+            rows.append({"features": f"opensmile.Smile.process_file loop ({feature})",
+                         "workers": 1, "seconds": round(seconds, 4),
+                         "x_real_time": round(audio_seconds / seconds, 1),
+                         "cpu_seconds": round(cpu, 3),
+                         "x_real_time_per_cpu": round(audio_seconds / cpu, 1)})
+            print(f"{feature + ' base':<12} workers=1  {seconds:7.3f} s  "
+                  f"{rows[-1]['x_real_time']:8.1f}x real time", flush=True)
 
     print(f"\n{args.dataset.upper()}: {len(corpus)} files, {audio_seconds:.1f} s of audio, "
           f"{os.cpu_count()} CPU cores")

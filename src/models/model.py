@@ -7,6 +7,15 @@ Inputs (a dict when calling the model):
 Output: softmax probabilities (B, n_classes) from the Dense layer "probabilities"; the layer
 "embedding" holds the (B, head_units[-1]) utterance embedding.
 
+Fused model (frame-level and utterance-level streams)
+-----------------------------------------------------
+Utterance-level streams (openSMILE functionals, (B, 1, dim), named in `utterance_streams`) skip
+the temporal network:
+    u = LayerNorm(Dense(fusion_width)(Dropout(head_dropout)(concat(Normalization(stream)[:, 0]))))
+    z = concat(LayerNorm(pooled temporal features), u)       # layer "fused_embedding"
+and z feeds the head. Both halves are layer-normalised, so 6373 ComParE dimensions enter at
+the width and scale of the 39-78 pooled temporal ones instead of drowning them.
+
 Front end
 ---------
 Each stream is optionally standardised (Normalization "norm_<stream>") and its padding frames
