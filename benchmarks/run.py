@@ -93,6 +93,41 @@ ACCURACY_RUNS: list[dict] = [
     *({"name": f"ravdess-to-emodb-{method}", "args": _R2E + ["--da_method", method]}
       for method in ("none", "lmmd")),
 ]
+# Utterance-level baselines and the fused model, in the same benchmark run: openSMILE
+# functionals, per-speaker standardisation (no label read), the anchor of the paralinguistic-
+# features issue being logreg on ComParE under EMODB leave-one-speaker-out.
+ACCURACY_PREP += [
+    ["-m", "src.data_processing.run_data_processing", "--dataset", name, "--features",
+     "eGeMAPS,ComParE"] for name in ("EMODB", "RAVDESS")]
+_UTT = _TRAIN + ["--speaker_norm"]
+ACCURACY_RUNS += [
+    *({"name": f"emodb-{feature.lower()}-{model}-loso",
+       "group": "baseline" if model in ("svm", "logreg") else "ours",
+       "args": _UTT + ["--data", "EMODB", "--feature_type", feature, "--model", model,
+                       "--protocol", "loso"]}
+      for feature, model in (("ComParE", "logreg"), ("ComParE", "svm"), ("eGeMAPS", "logreg"),
+                             ("eGeMAPS", "svm"), ("ComParE", "mlp"))),
+    {"name": "emodb-fused-mfcc-compare-loso",
+     "args": _UTT + ["--data", "EMODB", "--feature_type", "FUSION", "--fusion_streams",
+                     "MFCC,ComParE", "--protocol", "loso"]},
+    *({"name": f"{data.lower()}-compare-logreg-{protocol}", "group": "baseline",
+       "args": _UTT + ["--data", data, "--feature_type", "ComParE", "--model", "logreg",
+                       "--protocol", protocol]}
+      for data, protocol in (("EMODB", "kfold"), ("RAVDESS", "kfold"), ("RAVDESS", "loso"))),
+]
+_CROSS_UTT = ["--mode", "train-lmmd", "--feature_type", "eGeMAPS", "--label_set", _FIVE_CLASSES,
+              "--split_fold", "10", "--max_folds", "3", "--speaker_norm"]
+for _source, _target in (("RAVDESS", "EMODB"), ("EMODB", "RAVDESS")):
+    _direction = f"{_source.lower()}-to-{_target.lower()}-egemaps"
+    _args = _CROSS_UTT + ["--data", _source, "--target_data", _target]
+    ACCURACY_RUNS += [
+        *({"name": f"{_direction}-{model}", "group": "baseline",
+           "args": _args + ["--model", model, "--da_method", "none"]}
+          for model in ("logreg", "svm")),
+        *({"name": f"{_direction}-mlp-{method}",
+           "args": _args + ["--model", "mlp", "--da_method", method, "--lmmd_weight", "0.3"]}
+          for method in ("none", "lmmd", "dann")),
+    ]
 
 
 def accuracy_command(run: dict) -> list[str]:
@@ -267,7 +302,7 @@ ACCURACY_COMMAND = "python -m benchmarks.run --accuracy --skip_speed"
 # LOSO folds = speakers (EMODB: 10 speakers, RAVDESS: 24 actors) unless --loso_groups is given.
 LOSO_FOLDS = {"EMODB": 10, "RAVDESS": 24}
 _METRIC_FIELDS = ("war_mean", "war_std", "uar_mean", "uar_std", "macro_f1_mean", "macro_f1_std",
-                  "n_folds", "seconds_per_epoch", "epochs", "finished", "machine")
+                  "uar_pooled", "war_pooled", "n_folds", "seconds_per_epoch", "epochs", "finished", "machine")
 
 
 class ReadmeError(Exception):
@@ -305,8 +340,12 @@ def run_info(run: dict) -> dict:
     label_set = _flag(args, "--label_set")
     if label_set:
         label += f", {len(label_set.split(','))} classes"
+    if feature == "FUSION":
+        label += f" ({_flag(args, '--fusion_streams', defaults.fusion_streams)})"
+    model = _flag(args, "--model", defaults.model)
     return {"data": data, "target_data": target, "cross": target is not None,
-            "feature_type": feature, "feature": label, "protocol": protocol,
+            "feature_type": feature, "feature": label, "protocol": protocol, "model": model,
+            "baseline": run.get("group") == "baseline",
             "da_method": _flag(args, "--da_method", defaults.da_method) if target else None,
             "folds_total": total}
 
@@ -405,19 +444,25 @@ def render_readme_block(rows: list[dict], machine: dict) -> str:
     same = [r for r in rows if not r["cross"]]
     cross = [r for r in rows if r["cross"]]
     if same:
-        lines += ["", "| run | data | feature | protocol | folds | WAR | UAR | macro-F1 | "
-                      "finished |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| run | data | feature | model | protocol | folds | WAR | UAR | macro-F1 "
+                      "| UAR, all folds pooled | finished |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in same:
-            lines.append(f"| {r['name']} | {r['data']} | {r['feature']} | {r['protocol']} | "
-                         f"{_folds(r)} | {_readme_pct(r, 'war')} | {_readme_pct(r, 'uar')} | "
-                         f"{_readme_pct(r, 'macro_f1')} | {(r.get('finished') or '-')[:10]} |")
+            pooled = (f"{100 * r['uar_pooled']:.2f}" if r.get("uar_pooled") is not None
+                      else "-")
+            model = r["model"] + (" (baseline)" if r.get("baseline") else "")
+            lines.append(f"| {r['name']} | {r['data']} | {r['feature']} | {model} | "
+                         f"{r['protocol']} | {_folds(r)} | {_readme_pct(r, 'war')} | "
+                         f"{_readme_pct(r, 'uar')} | {_readme_pct(r, 'macro_f1')} | {pooled} | "
+                         f"{(r.get('finished') or '-')[:10]} |")
     if cross:
-        lines += ["", "| run | direction | feature | method | folds | target UAR | target WAR | "
-                      "target macro-F1 | source UAR | finished |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| run | direction | feature | model | method | folds | target UAR | "
+                      "target WAR | target macro-F1 | source UAR | finished |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in cross:
+            model = r["model"] + (" (baseline)" if r.get("baseline") else "")
             lines.append(f"| {r['name']} | {r['data']} -> {r['target_data']} | {r['feature']} | "
-                         f"{r['da_method']} | {_folds(r)} | {_readme_pct(r, 'uar')} | "
+                         f"{model} | {r['da_method']} | {_folds(r)} | {_readme_pct(r, 'uar')} | "
                          f"{_readme_pct(r, 'war')} | {_readme_pct(r, 'macro_f1')} | "
                          f"{_readme_pct(r.get('source') or {}, 'uar')} | "
                          f"{(r.get('finished') or '-')[:10]} |")
@@ -465,7 +510,8 @@ def update_readme(path: Path, block: str) -> None:
 
 
 def run_accuracy(dry_run: bool, results_root: Path = RESULTS_ROOT, readme: Path = RESULTS_DOC,
-                 models_root: Path | None = None, devices: dict | None = None) -> list[str]:
+                 models_root: Path | None = None, devices: dict | None = None,
+                 only: list[str] | None = None) -> list[str]:
     """Extract features, run ACCURACY_RUNS, write accuracy.md and the accuracy table of `readme`
     (docs/RESULTS.md); returns the failed commands. Raises ReadmeError before running anything
     when that file lacks the markers."""
@@ -477,7 +523,8 @@ def run_accuracy(dry_run: bool, results_root: Path = RESULTS_ROOT, readme: Path 
     shared = REPO_ROOT.parent / "shared" / "data"
     if not env.get("SER_DATA_ROOT") and shared.is_dir():
         env["SER_DATA_ROOT"] = str(shared)  # as scripts/env.sh does
-    for argv in ACCURACY_PREP + [accuracy_command(r) for r in ACCURACY_RUNS]:
+    chosen = [r for r in ACCURACY_RUNS if not only or r["name"] in only]
+    for argv in ACCURACY_PREP + [accuracy_command(r) for r in chosen]:
         print(f"\n== {show(argv)}", flush=True)
         if dry_run:
             continue
@@ -507,6 +554,9 @@ def main(argv=None) -> int:
                         help="with --accuracy: print the commands, only collect metrics (no "
                              "training, no speed benchmarks)")
     parser.add_argument("--skip_speed", action="store_true", help="no speed benchmarks")
+    parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                        help="with --accuracy: train only these ACCURACY_RUNS names (the table "
+                             "still collects every run)")
     parser.add_argument("--results_doc", "--readme", dest="readme", type=Path,
                         default=RESULTS_DOC,
                         help="Markdown file whose accuracy table (between the accuracy-table "
@@ -544,8 +594,12 @@ def main(argv=None) -> int:
         status = 1 if results["failures"] else 0
     if args.accuracy:
         try:
+            unknown = sorted(set(args.only or []) - {r["name"] for r in ACCURACY_RUNS})
+            if unknown:
+                print(f"error: --only: unknown run(s) {', '.join(unknown)}", file=sys.stderr)
+                return 2
             failures = run_accuracy(args.dry_run, args.results_root, args.readme,
-                                    args.models_root, devices)
+                                    args.models_root, devices, args.only)
         except ReadmeError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

@@ -166,16 +166,25 @@ def test_accuracy_runs_parse_with_the_training_cli():
         assert argv[:2] == ["-m", "src.training.main"]
         cfg = config_from_args(parser.parse_args(argv[2:]))
         assert (cfg.preset, cfg.lr, cfg.epoch, cfg.patience) == ("light", 1e-3, 60, 0)
-        if cfg.mode == "train-lmmd":  # trimmed MFCC, five classes, each direction's norm
+        if cfg.mode == "train-lmmd" and cfg.feature_type == "MFCC":
+            # trimmed MFCC, five classes, each direction's norm
             assert cfg.feature_set == run._TRIMMED_MFCC and cfg.max_folds == 3
             assert cfg.label_set == "angry,fear,happy,neutral,sad"
             assert (cfg.domain_norm, cfg.speaker_norm) == ((True, False) if cfg.data == "RAVDESS"
                                                            else (False, True))
+        elif cfg.mode == "train-lmmd":  # openSMILE functionals, five classes, per speaker
+            assert (cfg.feature_type, cfg.max_folds, cfg.speaker_norm) == ("eGeMAPS", 3, True)
+            assert cfg.label_set == "angry,fear,happy,neutral,sad"
+            assert cfg.da_method == "none" or cfg.model == "mlp"  # scikit-learn: no adaptation
+        if entry.get("group") == "baseline":  # the utterance-level baselines of the same run
+            assert cfg.model in ("svm", "logreg") and cfg.speaker_norm
         assert cfg.filter_size == 39  # the light preset's architecture
         ids.add(cfg.run_id)
     assert len(ids) == len(run.ACCURACY_RUNS)
     modes = [(e["args"][1], e["args"][e["args"].index("--data") + 1]) for e in run.ACCURACY_RUNS]
     assert ("train-lmmd", "EMODB") in modes and ("train-lmmd", "RAVDESS") in modes
+    names = {e["name"] for e in run.ACCURACY_RUNS}
+    assert "emodb-compare-logreg-loso" in names  # the anchor of the paralinguistic issue
 
 
 def test_quick_speed_commands():
@@ -306,16 +315,18 @@ def test_accuracy_dry_run_rewrites_only_the_readme_table(tmp_path, monkeypatch, 
 
     m = fake[same["name"]]
     assert _table_cells(block, same["name"]) == [
-        same["name"], "EMODB", "MFCC", "kfold", f"{m['n_folds']} / 10", _pct(m, "war"),
-        _pct(m, "uar"), _pct(m, "macro_f1"), m["finished"][:10]]
+        same["name"], "EMODB", "MFCC", "tcn", "kfold", f"{m['n_folds']} / 10", _pct(m, "war"),
+        _pct(m, "uar"), _pct(m, "macro_f1"), "-", m["finished"][:10]]
     m = fake[cross["name"]]
     assert _table_cells(block, cross["name"]) == [
-        cross["name"], "EMODB -> RAVDESS", "MFCC, trimmed, --speaker_norm, 5 classes", "lmmd",
-        f"{m['n_folds']} / 3", _pct(m, "uar"), _pct(m, "war"), _pct(m, "macro_f1"),
+        cross["name"], "EMODB -> RAVDESS", "MFCC, trimmed, --speaker_norm, 5 classes", "tcn",
+        "lmmd", f"{m['n_folds']} / 3", _pct(m, "uar"), _pct(m, "war"), _pct(m, "macro_f1"),
         _pct(m["source"], "uar"), m["finished"][:10]]
-    assert _table_cells(block, partial["name"])[4:6] == ["3 / 10", "-"]
+    assert _table_cells(block, partial["name"])[5:7] == ["3 / 10", "-"]
     loso = _table_cells(block, "emodb-mfcc-loso")
-    assert loso[3:5] == ["loso", "0 / 10"]                          # 10 EMODB speakers
+    assert loso[4:6] == ["loso", "0 / 10"]                          # 10 EMODB speakers
+    anchor = _table_cells(block, "emodb-compare-logreg-loso")
+    assert anchor[2:6] == ["ComParE, --speaker_norm", "logreg (baseline)", "loso", "0 / 10"]
     for entry in run.ACCURACY_RUNS:                                 # every exact command
         assert f"\n{run.show(run.accuracy_command(entry))}\n" in block
     assert "9.9.9" in block and "vm x86_64" in block and f"{os.cpu_count()} CPU cores" in block
