@@ -98,3 +98,173 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, sig):
         b = json.loads((clean / "models/EMODB/MFCC/killed" / fold / "result.json").read_text())
         assert a["probs"] == b["probs"], fold
     assert (out / "results" / "killed" / "report.xlsx").is_file()
+
+
+# ------------------------------------------------------- issue 21: extraction and feature sets
+from src.data_processing import store  # noqa: E402
+from src.data_processing.config import ExtractionConfig  # noqa: E402
+from src.data_processing.run_data_processing import extract_dataset  # noqa: E402
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _tiny_corpus(tmp_path: Path, make_wav, n: int = 2) -> pd.DataFrame:
+    paths = [make_wav(tmp_path / "audio" / f"f{i}.wav", 0.3, seed=i) for i in range(n)]
+    return pd.DataFrame({"file_id": [p.stem for p in paths], "path": [str(p) for p in paths],
+                         "label": "calm", "speaker": "s", "gender": "", "dataset": "CSV"})
+
+
+def test_second_extraction_waits_for_the_set_and_keeps_its_files(tmp_path, make_wav, capsys):
+    """21.1: while another process holds a set, an extraction waits (one line) instead of
+    deleting the other's in-flight temporary files."""
+    import threading
+
+    corpus = _tiny_corpus(tmp_path, make_wav)
+    root = tmp_path / "features"
+    folder = store.feature_set_dir(root, "CSV", "MFCC", ExtractionConfig())
+    folder.mkdir(parents=True)
+    in_flight = folder / ".other.npy.x1.tmp"   # the other process's array being written
+    in_flight.write_bytes(b"partial")
+    finished = threading.Event()
+
+    def second():
+        extract_dataset(corpus, ExtractionConfig(), ["MFCC"], root, "CSV", workers=0,
+                        progress=False)
+        finished.set()
+
+    with store.lock_sets([folder]):
+        thread = threading.Thread(target=second)
+        thread.start()
+        deadline, err = time.time() + 30, ""
+        while "waiting" not in err and time.time() < deadline:
+            time.sleep(0.05)
+            err += capsys.readouterr().err
+        assert "waiting for feature set" in _one_line(err) and str(folder) in err
+        time.sleep(0.3)
+        assert in_flight.exists() and not finished.is_set()
+        assert not (folder / "COMPLETE").exists()
+    thread.join(60)
+    assert finished.is_set() and (folder / "COMPLETE").exists()
+    assert len(store.load_feature_set("CSV", "MFCC", root)) == 2
+
+
+def test_a_set_is_never_marked_complete_with_missing_or_broken_arrays(tmp_path):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    np.save(folder / "a.npy", np.zeros((5, 3), np.float32))
+    (folder / "b.npy").write_bytes(b"not an array")
+    metadata = pd.DataFrame({"file_id": ["a", "b", "c"], "label": "sad", "speaker": "1",
+                             "gender": "", "n_frames": 5, "duration_s": 0.1, "path": "/x"})
+    for rows in (metadata.iloc[[0, 2]], metadata.iloc[[0, 1]]):   # c missing; b unreadable
+        with pytest.raises(store.IncompleteSet, match=r"\(e\.g\. [bc]\.npy\)"):
+            store.finish_set(folder, feature="MFCC", dataset="X", config=ExtractionConfig(),
+                             metadata=rows, failures=pd.DataFrame())
+        assert not (folder / "COMPLETE").exists()
+    store.finish_set(folder, feature="MFCC", dataset="X", config=ExtractionConfig(),
+                     metadata=metadata.iloc[[0]], failures=pd.DataFrame())
+    assert (folder / "COMPLETE").exists()
+
+
+def test_loading_a_set_with_a_missing_array_names_the_file(tmp_path, make_wav):
+    corpus = _tiny_corpus(tmp_path, make_wav)
+    root = tmp_path / "features"
+    extract_dataset(corpus, ExtractionConfig(), ["MFCC"], root, "CSV", workers=0, progress=False)
+    folder = store.feature_set_dir(root, "CSV", "MFCC", ExtractionConfig())
+    (folder / "f1.npy").unlink()
+    with pytest.raises(store.FeatureSetNotFound) as info:
+        store.load_feature_set("CSV", "MFCC", root)
+    message = str(info.value)
+    assert "\n" not in message and str(folder / "f1.npy") in message and "missing" in message
+
+
+def _extract(*args: str) -> int:
+    from src.data_processing.run_data_processing import main as extract
+
+    return extract([*args, "--no_progress", "--workers", "0", "--features", "MFCC"])
+
+
+def test_each_manifest_gets_its_own_set_and_a_foreign_set_is_refused(tmp_path, make_wav,
+                                                                      capsys):
+    """21.2: the set folder is named after the manifest; extracting a manifest into a set made
+    from another manifest is refused (exit 2, one line) unless --overwrite."""
+    make_wav(tmp_path / "one.wav", 0.3, freq=200.0)
+    make_wav(tmp_path / "two.wav", 0.3, freq=900.0)
+    first, second = tmp_path / "my-set.csv", tmp_path / "lists" / "Other.v2.csv"
+    second.parent.mkdir()
+    first.write_text("path,label\none.wav,angry\n")
+    second.write_text(f"path,label\n{tmp_path / 'two.wav'},sad\n")
+    root = tmp_path / "features"
+    for manifest in (first, second):
+        assert _extract("--dataset", "CSV", "--manifest", str(manifest), "--features_root",
+                        str(root)) == 0
+    assert store.load_feature_set("MY_SET", "MFCC", root).metadata["label"].tolist() == ["angry"]
+    assert store.load_feature_set("OTHER_V2", "MFCC", root).metadata["label"].tolist() == ["sad"]
+    source = store.feature_set_dir(root, "MY_SET", "MFCC", ExtractionConfig()) / "source.json"
+    assert json.loads(source.read_text()) == {"manifest": str(first.resolve())}
+    capsys.readouterr()
+
+    into_first = ["--dataset", "CSV", "--manifest", str(second), "--name", "my_set",
+                  "--features_root", str(root)]
+    assert _extract(*into_first) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert str(first.resolve()) in line and "--overwrite" in line
+    assert store.load_feature_set("MY_SET", "MFCC", root).metadata["label"].tolist() == ["angry"]
+    assert _extract(*into_first, "--overwrite") == 0
+    assert store.load_feature_set("MY_SET", "MFCC", root).metadata["label"].tolist() == ["sad"]
+
+
+def test_colliding_manifest_rows_are_counted_failures(tmp_path, make_wav, capsys):
+    """21.4: `a/b.wav` and `a__b.wav` map to one file id: the second is a failure in
+    failures.csv and the summary, so --strict exits 1."""
+    make_wav(tmp_path / "a" / "b.wav", 0.3)
+    make_wav(tmp_path / "a__b.wav", 0.4)
+    make_wav(tmp_path / "c.wav", 0.3)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\na/b.wav,angry\na__b.wav,sad\nc.wav,sad\n")
+    args = ["--dataset", "CSV", "--manifest", str(manifest), "--features_root",
+            str(tmp_path / "f")]
+    assert _extract(*args) == 0
+    assert "M MFCC: 2 ok, 1 failed" in capsys.readouterr().out
+    fs = store.load_feature_set("M", "MFCC", tmp_path / "f")
+    assert fs.metadata["file_id"].tolist() == ["a__b", "c"]
+    assert fs.metadata["path"][0] == str(tmp_path / "a" / "b.wav")
+    failures = pd.read_csv(fs.path / "failures.csv")
+    assert failures["file_id"].tolist() == ["a__b"]
+    assert failures["path"][0] == str(tmp_path / "a__b.wav")
+    assert "collides with" in failures["reason"][0]
+    assert _extract(*args, "--strict") == 1
+
+
+def test_workers_orphaned_by_a_killed_parent_exit_quietly(tmp_path, make_wav):
+    """21.9: SIGKILL of the extraction process alone: its workers must not print BrokenPipe
+    tracebacks (they exit with it)."""
+    for i in range(24):
+        make_wav(tmp_path / "raw" / f"03a0{i % 10}W{'abcdefghijklmnopqrstuvwx'[i]}.wav", 4.0,
+                 sr=48000, seed=i)
+    features = tmp_path / "features"
+    folder = store.feature_set_dir(features, "EMODB", "MFCC", ExtractionConfig())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.data_processing.run_data_processing", "--dataset", "EMODB",
+         "--raw_dir", str(tmp_path / "raw"), "--features_root", str(features), "--workers", "2",
+         "--no_progress", "--features", "MFCC"],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if folder.is_dir() and len(list(folder.glob("*.npy"))) >= 2:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.stderr.read().decode()
+    proc.kill()   # the parent only: its two workers are orphaned
+    try:
+        _, err = proc.communicate(timeout=60)   # EOF once every worker has exited
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    err = err.decode()
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
