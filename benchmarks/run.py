@@ -299,9 +299,9 @@ def run_info(run: dict) -> dict:
     for flag in ("--domain_norm", "--speaker_norm"):
         if flag in args:
             label += f", {flag}"
-    label_set = _flag(args, "--label_set")
+    label_set = RunConfig(label_set=_flag(args, "--label_set") or "").label_list()
     if label_set:
-        label += f", {len(label_set.split(','))} classes"
+        label += f", {len(label_set)} classes"
     return {"data": data, "target_data": target, "cross": target is not None,
             "feature_type": feature, "feature": label, "protocol": protocol,
             "da_method": _flag(args, "--da_method", defaults.da_method) if target else None,

@@ -112,6 +112,14 @@ def _one_line(err: str) -> str:
     return lines[0]
 
 
+def _parser_error(err: str) -> str:
+    """The `error:` line argparse prints after its usage (parser.error); no traceback."""
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
 def _tiny_corpus(tmp_path: Path, make_wav, n: int = 2) -> pd.DataFrame:
     paths = [make_wav(tmp_path / "audio" / f"f{i}.wav", 0.3, seed=i) for i in range(n)]
     return pd.DataFrame({"file_id": [p.stem for p in paths], "path": [str(p) for p in paths],
@@ -268,3 +276,191 @@ def test_workers_orphaned_by_a_killed_parent_exit_quietly(tmp_path, make_wav):
             pass
     err = err.decode()
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+# ------------------------------------------------------------- issue 21: the training CLI
+import shutil  # noqa: E402
+
+from tests.synthetic import cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tones_run(synthetic_features, tmp_path_factory) -> dict:
+    """A one-fold LogMel run on the synthetic corpus stored as a corpus named TONES (not the
+    --data / --feature_type defaults)."""
+    tmp = tmp_path_factory.mktemp("tones")
+    features = tmp / "features"
+    shutil.copytree(synthetic_features["features"] / "EMODB", features / "TONES")
+    common = ["--features_root", str(features), "--results_root", str(tmp / "results"),
+              "--models_root", str(tmp / "models")]
+    assert train_main(["--mode", "train", "--data", "TONES", "--feature_type", "LogMel",
+                       "--epoch", "1", "--split_fold", "2", "--max_folds", "1", "--run_id",
+                       "tones", "--threads", "1", *common, *TINY]) == 0
+    return {"tmp": tmp, "common": common, "run": tmp / "models" / "TONES" / "LogMel" / "tones"}
+
+
+def test_test_mode_takes_data_and_feature_type_from_the_saved_run(tones_run, capsys):
+    """21.8: the --data / --feature_type defaults (EMODB, MFCC) are not held against a run
+    trained on another corpus and feature; explicit flags still are."""
+    assert train_main(["--mode", "test", "--test_path", str(tones_run["run"]),
+                       *tones_run["common"]]) == 0
+    assert (tones_run["tmp"] / "results" / "tones-test" / "metrics.json").is_file()
+    capsys.readouterr()
+    assert train_main(["--mode", "test", "--test_path", str(tones_run["run"]), "--data",
+                       "EMODB", *tones_run["common"]]) == 2
+    assert "--data EMODB but" in _one_line(capsys.readouterr().err)
+
+
+def test_predict_lists_failed_files_and_exits_1_when_none_is_usable(tones_run, make_wav,
+                                                                    capsys):
+    """21.6: files that cannot be used are rows with an empty emotion and probabilities and a
+    reason; no usable file at all is exit 1 with one line on stderr."""
+    good = make_wav(tones_run["tmp"] / "in" / "good.wav", 1.0, freq=220.0)
+    bad = tones_run["tmp"] / "in" / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    out = tones_run["tmp"] / "predictions.csv"
+    predict = ["--mode", "predict", "--test_path", str(tones_run["run"]), "--output", str(out),
+               *tones_run["common"]]
+    assert train_main([*predict, "--audio", str(good), str(bad)]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert table["file"].tolist() == [str(good), str(bad)]
+    assert table["emotion"][0] in ("angry", "neutral", "sad") and table["reason"][0] == ""
+    assert table["emotion"][1] == "" and table["reason"][1]
+    assert (table.loc[1, ["angry", "neutral", "sad"]] == "").all()
+    capsys.readouterr()
+
+    out.unlink()
+    assert train_main([*predict, "--audio", str(bad)]) == 1
+    assert "no input file could be used" in _one_line(capsys.readouterr().err)
+    table = pd.read_csv(out, keep_default_na=False)
+    assert table["file"].tolist() == [str(bad)] and table["reason"][0] and not table["emotion"][0]
+
+
+def test_train_label_set_with_a_class_the_corpus_lacks_fails(synthetic_features, tmp_path,
+                                                             capsys):
+    """21.3: a --label_set class without files is an error naming it and the corpus."""
+    assert cli(synthetic_features, tmp_path, "--mode", "train", "--epoch", "1",
+               "--label_set", " angry, surprise,sad", *TINY) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "--label_set: surprise not in EMODB" in line and "angry, neutral, sad" in line
+    assert not (tmp_path / "models").exists()
+
+
+def test_label_set_is_parsed_once():
+    """21.3/21.5: one parser: commas split, spaces stripped, empties dropped, repeats refused."""
+    assert RunConfig(label_set=" angry, happy ,,sad ").label_list() == ["angry", "happy", "sad"]
+    assert RunConfig().label_list() == []
+    with pytest.raises(ValueError, match="--label_set lists sad more than once"):
+        RunConfig(label_set="sad,angry, sad").label_list()
+
+
+def test_label_set_duplicates_are_refused_on_the_command_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        train_main(["--label_set", "sad,sad"])
+    assert info.value.code == 2 and "--label_set" in _parser_error(capsys.readouterr().err)
+
+
+def test_cross_corpus_label_set_is_stripped_and_must_be_shared(monkeypatch):
+    """21.5: "angry, sad" keeps both labels (spaces stripped); a label the target lacks is an
+    error naming it instead of being dropped."""
+    from src.training import adaptation
+    from src.training.experiment import ExperimentError
+
+    monkeypatch.setattr(adaptation, "_label_names",
+                        lambda dataset, cfg: ["angry", "neutral", "sad"])
+    seen = {}
+
+    def load(dataset, saved, features_root):
+        seen["names"] = saved["class_names"]
+        raise ExperimentError("stop here")
+
+    monkeypatch.setattr(adaptation, "load_data_for_models", load)
+    saved = {"dataset": "EMODB", "class_names": ["angry", "happy", "neutral", "sad"],
+             "run": RunConfig().to_dict()}
+    cfg = RunConfig(mode="test-cross-corpus", target_data="RAVDESS", label_set="sad, angry")
+    with pytest.raises(ExperimentError, match="stop here"):
+        adaptation.cross_corpus_results(cfg, saved, [])
+    assert seen["names"] == ["sad", "angry"]
+    cfg.label_set = "angry, happy, sad"
+    with pytest.raises(ExperimentError) as info:
+        adaptation.cross_corpus_results(cfg, saved, [])
+    assert str(info.value).startswith("--label_set: happy not shared")
+
+
+@pytest.mark.parametrize("flag, value, allowed", [
+    ("--lmmd_weight", "-1", ">= 0"), ("--lr", "nan", "> 0"), ("--lr", "inf", "> 0"),
+    ("--mixup", "nan", ">= 0"), ("--beta1", "1", "in [0, 1)"), ("--beta2", "-0.1", "in [0, 1)"),
+    ("--kernel_mul", "0", "> 0"), ("--kernel_num", "0", ">= 1"), ("--fix_sigma", "inf", ">= 0"),
+    ("--confidence", "1.5", "in [0, 1]"), ("--dropout", "nan", "in [0, 1)"),
+    ("--split_fold", "1", ">= 2"), ("--random_seed", "-3", "in [0, 2147483647]"),
+    ("--patience", "-1", ">= 0"), ("--max_frames", "-5", ">= 0"), ("--threads", "-1", ">= 0"),
+])
+def test_numeric_flags_are_checked_with_their_range(flag, value, allowed, capsys):
+    """21.7: every numeric flag is finite and in range, refused before anything runs."""
+    with pytest.raises(SystemExit) as info:
+        train_main(["--mode", "train-lmmd", flag, value])
+    line = _parser_error(capsys.readouterr().err)
+    assert info.value.code == 2 and f"{flag} must be" in line and allowed in line, line
+
+
+def test_missing_label_map_is_one_line_naming_flag_and_file(tmp_path, capsys):
+    """21.9: no FileNotFoundError traceback for --label_map."""
+    missing = tmp_path / "map.json"
+    with pytest.raises(SystemExit) as info:
+        train_main(["--mode", "train-lmmd", "--label_map", str(missing)])
+    line = _parser_error(capsys.readouterr().err)
+    assert info.value.code == 2 and f"--label_map {missing}" in line
+    from src.training.adaptation import apply_label_map
+    from src.training.experiment import ExperimentError
+
+    missing.write_text("[1, 2]")
+    with pytest.raises(ExperimentError, match="--label_map .*JSON object"):
+        apply_label_map(["sad"], str(missing))
+
+
+@pytest.fixture
+def read_only_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:  # root may write anywhere: refuse as a read-only folder would
+        real_mkdir = Path.mkdir
+
+        def mkdir(self, *args, **kwargs):
+            if folder in Path(os.path.abspath(self)).parents:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+    yield folder
+    folder.chmod(0o755)
+
+
+def test_read_only_models_root_is_one_line_naming_it(synthetic_features, tmp_path,
+                                                     read_only_dir, capsys):
+    """21.9: PermissionError -> one line naming the flag and folder."""
+    code = train_main(["--data", "EMODB", "--features_root", str(synthetic_features["features"]),
+                       "--results_root", str(tmp_path / "results"), "--models_root",
+                       str(read_only_dir), "--mode", "train", "--epoch", "1", *TINY])
+    line = _one_line(capsys.readouterr().err)
+    assert code == 2 and f"--models_root {read_only_dir}: cannot write" in line
+
+
+def test_ctrl_c_while_importing_tensorflow_is_one_line_and_130(tmp_path):
+    """21.9: KeyboardInterrupt during the imports of `python -m src.training.main`."""
+    script = tmp_path / "interrupt.py"
+    script.write_text(
+        "import builtins, runpy, sys\n"
+        "real = builtins.__import__\n"
+        "def interrupted(name, *args, **kwargs):\n"
+        "    if name.split('.')[0] in ('tensorflow', 'keras'):\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = interrupted\n"
+        "sys.argv = ['main', '--mode', 'train', '--epoch', '1']\n"
+        "runpy.run_module('src.training.main', run_name='__main__', alter_sys=True)\n")
+    proc = subprocess.run([sys.executable, str(script)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 130, proc.stderr
+    assert "interrupted" in _one_line(proc.stderr)
