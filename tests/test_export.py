@@ -197,7 +197,8 @@ def test_predict_with_shipped_models_on_new_and_real_audio(emodb_features, tmp_p
                str(out)) == 0
     table = pd.read_csv(out)
     names = json.loads((fold1 / "config.json").read_text())["class_names"]
-    assert len(table) == 3 and list(table.columns) == ["file", "emotion", *names]
+    assert len(table) == 3 and list(table.columns) == ["file", "emotion", *names, "reason"]
+    assert table["reason"].isna().all()   # every file predicted: no reason given
     probs = table[names].to_numpy()
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)
     assert list(table["emotion"]) == [names[i] for i in probs.argmax(axis=1)]

@@ -264,8 +264,10 @@ def from_saved_run(cfg: RunConfig, argv: list[str] | None) -> RunConfig:
 
 def unwritable_message(cfg: RunConfig, err: PermissionError) -> str:
     """One line for a folder the run cannot write to, naming the flag that chose it."""
-    path = os.path.abspath(err.filename or "")
     reason = err.strerror or "permission denied"
+    if not err.filename:
+        return f"cannot write a file: {reason.lower()} ({err})"
+    path = os.path.abspath(err.filename)
     for flag in ("models_root", "results_root", "output", "features_root"):
         root = getattr(cfg, flag)
         if root and os.path.commonpath([path, os.path.abspath(root)]) == os.path.abspath(root):
