@@ -295,7 +295,7 @@ def tones_run(synthetic_features, tmp_path_factory) -> dict:
               "--models_root", str(tmp / "models")]
     assert train_main(["--mode", "train", "--data", "TONES", "--feature_type", "LogMel",
                        "--epoch", "1", "--split_fold", "2", "--max_folds", "1", "--run_id",
-                       "tones", "--threads", "1", *common, *TINY]) == 0
+                       "tones", *common, *TINY]) == 0
     return {"tmp": tmp, "common": common, "run": tmp / "models" / "TONES" / "LogMel" / "tones"}
 
 
