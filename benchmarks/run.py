@@ -337,9 +337,9 @@ def run_info(run: dict) -> dict:
     for flag in ("--domain_norm", "--speaker_norm"):
         if flag in args:
             label += f", {flag}"
-    label_set = _flag(args, "--label_set")
+    label_set = RunConfig(label_set=_flag(args, "--label_set") or "").label_list()
     if label_set:
-        label += f", {len(label_set.split(','))} classes"
+        label += f", {len(label_set)} classes"
     if feature == "FUSION":
         label += f" ({_flag(args, '--fusion_streams', defaults.fusion_streams)})"
     model = _flag(args, "--model", defaults.model)

@@ -125,16 +125,29 @@ def test_unknown_dataset_names_the_valid_ones():
     assert all(name in str(info.value) for name in ("EMODB", "RAVDESS", "CSV"))
 
 
-def test_missing_raw_dir_lists_the_three_places(tmp_path, monkeypatch):
+def test_missing_corpus_lists_the_places_looked_in(tmp_path, monkeypatch):
     monkeypatch.setattr(corpora, "REPO_ROOT", tmp_path / "repo")
     monkeypatch.setenv("SER_DATA_ROOT", str(tmp_path / "env"))
     with pytest.raises(CorpusError) as info:
-        resolve_raw_dir("EMODB", tmp_path / "nowhere")
+        resolve_raw_dir("EMODB")
     message = str(info.value)
-    assert "--raw_dir" in message and str(tmp_path / "nowhere") in message
+    assert "--raw_dir (not given)" in message
     assert str(tmp_path / "repo" / "data" / "raw" / "EMODB") in message
     assert "SER_DATA_ROOT" in message and str(tmp_path / "env" / "EMODB") in message
     assert "--download" in message
+
+
+def test_missing_raw_dir_names_only_the_folder_searched(tmp_path, monkeypatch):
+    """Issue 21.10: only --raw_dir is searched when it is given, so only it is named."""
+    monkeypatch.setattr(corpora, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setenv("SER_DATA_ROOT", str(tmp_path / "env"))
+    (tmp_path / "env" / "EMODB").mkdir(parents=True)  # exists, but is not looked at
+    with pytest.raises(CorpusError) as info:
+        resolve_raw_dir("EMODB", tmp_path / "nowhere")
+    message = str(info.value)
+    assert f"--raw_dir {tmp_path / 'nowhere'} does not exist" in message
+    assert str(tmp_path / "env") not in message and "looked in" not in message
+    assert str(tmp_path / "repo") not in message
 
 
 def test_raw_dir_lookup_order(tmp_path, monkeypatch):
@@ -209,3 +222,28 @@ def test_canonical_labels_and_synonyms():
         assert corpora.canonical_label(word) == label
     assert shared_labels(["b", "a", "c"], ("c", "a", "z")) == ["a", "c"]
     assert re.fullmatch(r"[a-z]+", corpora.canonical_label(" Other "))
+
+
+# ------------------------------------------------------------------- manifest collisions
+def test_manifest_rows_mapping_to_one_file_id_are_failures(tmp_path, make_wav, caplog):
+    """Issue 21.4/21.12: a second file with the same file_id, or the same file with another
+    label, is reported as a failure with its own reason; an exact repeat is only warned."""
+    for name in ("a/b.wav", "a__b.wav", "x.wav", "x.flac", "y.wav"):
+        make_wav(tmp_path / name, 0.2)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\na/b.wav,angry\na__b.wav,sad\nx.wav,happy\nx.flac,happy\n"
+                        "y.wav,calm\ny.wav,fear\ny.wav,calm\n")
+    with caplog.at_level("WARNING"):
+        frame, skipped = corpora.scan_corpus("CSV", manifest=manifest)
+    assert list(frame["file_id"]) == ["a__b", "x", "y"]
+    assert list(frame["label"]) == ["angry", "happy", "calm"]   # first row wins
+    failures = frame.attrs["failures"]
+    assert [(f, Path(p).name) for f, p, _ in failures] == [("a__b", "a__b.wav"),
+                                                          ("x", "x.flac"), ("y", "y.wav")]
+    assert "line 3" in failures[0][2] and "collides with" in failures[0][2]
+    assert "line 5" in failures[1][2] and str(tmp_path / "x.wav") in failures[1][2]
+    assert "label fear" in failures[2][2] and "line 6" in failures[2][2]
+    assert len(skipped) == 4 and "repeats line 6" in skipped[-1][1]
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "do not parse" not in warning
+    assert "collides with" in warning and "label fear" in warning

@@ -197,7 +197,8 @@ def test_predict_with_shipped_models_on_new_and_real_audio(emodb_features, tmp_p
                str(out)) == 0
     table = pd.read_csv(out)
     names = json.loads((fold1 / "config.json").read_text())["class_names"]
-    assert len(table) == 3 and list(table.columns) == ["file", "emotion", *names]
+    assert len(table) == 3 and list(table.columns) == ["file", "emotion", *names, "reason"]
+    assert table["reason"].isna().all()   # every file predicted: no reason given
     probs = table[names].to_numpy()
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)
     assert list(table["emotion"]) == [names[i] for i in probs.argmax(axis=1)]
@@ -224,3 +225,64 @@ def test_shipped_adapted_model_reproduces_its_target_figures(run, tmp_path):
                         "metrics.json").read_text())
     for key in ("war", "uar", "macro_f1"):
         assert again[f"{key}_mean"] == stored[key], key
+
+
+# Non-default values for the RunConfig fields whose type alone does not give a valid one.
+_NON_DEFAULT = {"mode": "train-lmmd", "data": "RAVDESS", "feature_type": "FUSION",
+                "fusion_streams": "MFCC,HuBERT", "feature_set": "MFCC=abc,LogMel=def",
+                "preset": "light", "monitor": "val_accuracy", "activation": "gelu",
+                "block": "gated", "head_units": "none", "protocol": "loso",
+                "val_policy": "test_fold", "folds": "2-3", "target_data": "EMODB",
+                "da_method": "dann", "pseudo_label": "hard", "label_set": "angry,sad",
+                "label_map": "map.json", "run_id": "r1", "distribute": "mirrored",
+                "dropout": 0.25, "val_fraction": 0.2, "time_mask_width": 0.3,
+                "freq_mask_width": 0.3, "beta1": 0.8, "beta2": 0.9, "confidence": 0.7,
+                "model": "mlp", "mlp_units": "64,32", "frame_pooling": "mean_std",
+                "select_epoch": "label_free", "mlp_dropout": 0.5}
+# Fields that have no command-line flag (set only by code that builds a RunConfig).
+_WITHOUT_FLAG = {"min_lr", "clipnorm", "label_smoothing"}
+
+
+def _round_trip(cfg: RunConfig) -> RunConfig:
+    words = shlex.split(training_command(cfg.to_dict()))
+    assert words[:3] == ["python", "-m", "src.training.main"]
+    return config_from_args(build_parser().parse_args(words[3:]))
+
+
+def _recipe(cfg: RunConfig) -> dict:
+    from src.training.export import _NOT_IN_COMMAND
+
+    return {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_COMMAND | _WITHOUT_FLAG}
+
+
+def test_training_command_keeps_every_non_default_flag():
+    """Issue 21.11: each RunConfig field with a flag, set to a non-default value, survives
+    command -> parse -> config (e.g. --collapse_guard false was dropped)."""
+    import dataclasses
+
+    from src.training.export import _NOT_IN_COMMAND
+
+    assert _round_trip(RunConfig()) == RunConfig()
+    for field in dataclasses.fields(RunConfig):
+        if field.name in _NOT_IN_COMMAND | _WITHOUT_FLAG:
+            continue
+        default = field.default
+        if field.name in _NON_DEFAULT:
+            value = _NON_DEFAULT[field.name]
+        elif isinstance(default, bool):
+            value = not default
+        elif isinstance(default, int):
+            value = default + 3
+        elif isinstance(default, float):
+            value = default * 2 + 0.5
+        else:
+            raise AssertionError(f"add a non-default value for {field.name}")
+        cfg = RunConfig(**{field.name: value})
+        parsed = _round_trip(cfg)
+        assert _recipe(parsed) == _recipe(cfg), field.name
+        assert parsed.run_hash() == cfg.run_hash(), field.name
+    # architecture flags are compared with the preset's values, not the seed defaults
+    light_wide = RunConfig(preset="light", filter_size=128, kernel_size=3, block="residual",
+                           dropout=0.4, stack_size=3, dilation_size=8)
+    assert _recipe(_round_trip(light_wide)) == _recipe(light_wide)
+    assert "--collapse_guard false" in training_command(RunConfig(collapse_guard=False).to_dict())

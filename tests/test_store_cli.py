@@ -164,7 +164,7 @@ def test_bad_flags_exit_2_with_one_line(args, needle, capsys):
 def test_missing_and_unreadable_folders(tmp_path, capsys):
     assert main(["--dataset", "EMODB", "--raw_dir", str(tmp_path / "nope")]) == 2
     line = one_line(capsys.readouterr().err)
-    assert "--download" in line and "SER_DATA_ROOT" in line
+    assert f"--raw_dir {tmp_path / 'nope'} does not exist" in line and "--download" in line
     afile = tmp_path / "a_file"
     afile.write_text("x")
     assert main(["--dataset", "RAVDESS", "--raw_dir", str(afile)]) == 2
@@ -206,8 +206,8 @@ def test_csv_manifest_slice_of_real_emodb(data_root, tmp_path, capsys):
     code = main(["--dataset", "csv", "--manifest", str(manifest), "--features_root", str(root),
                  "--no_progress", "--workers", "2"])
     assert code == 0
-    assert "CSV MFCC: 20 ok, 1 failed" in capsys.readouterr().out
-    fs = load_feature_set("CSV", "LogMel", root)
+    assert "SLICE MFCC: 20 ok, 1 failed" in capsys.readouterr().out   # named after slice.csv
+    fs = load_feature_set("SLICE", "LogMel", root)
     assert sorted(fs.metadata["label"]) == sorted(LETTERS[p.stem[5]] for p in wavs)
     assert list(fs.metadata["speaker"]) == [Path(p).stem[:2] for p in fs.metadata["path"]]
     for array, path in zip(fs.arrays, fs.metadata["path"]):

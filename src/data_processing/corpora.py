@@ -15,6 +15,10 @@ RAVDESS rows also carry `intensity` ("normal"/"strong"), `statement` and `repeti
 
 Files whose names do not follow the corpus's naming scheme are skipped, logged as a warning and
 listed in `df.attrs["skipped"]` as (path, reason) pairs; `scan_corpus` returns them explicitly.
+Manifest rows that collide with an earlier row (another file mapping to the same file_id, or the
+same file with another label) are skipped too and also listed in `df.attrs["failures"]` as
+(file_id, path, reason), which extraction writes to failures.csv. A manifest's table also carries
+`df.attrs["manifest"]`, the manifest's resolved path.
 """
 from __future__ import annotations
 
@@ -105,8 +109,13 @@ def resolve_raw_dir(dataset: str, raw_dir: str | os.PathLike | None = None) -> P
         if raw_dir is not None and candidate.exists():
             raise CorpusError(f"--raw_dir {candidate} is not a folder")
 
+    if raw_dir is not None:  # only the folder given was searched: name only that one
+        raise CorpusError(
+            f"cannot find the {name} corpus: --raw_dir {Path(raw_dir).expanduser()} does not "
+            f"exist (only that folder is searched when --raw_dir is given; leave it out to "
+            f"search the default places or to --download the corpus)")
     places = [
-        f"--raw_dir {raw_dir}" + (" (does not exist)" if raw_dir is not None else " (not given)"),
+        "--raw_dir (not given)",
         f"{repo_dir}",
         f"$SER_DATA_ROOT/{name}/" + (f" = {env_dir}" if env_dir is not None else " (SER_DATA_ROOT not set)"),
     ]
@@ -202,6 +211,34 @@ def _drop_duplicates(rows: list[dict], skipped: list[tuple[str, str]]):
     return unique, skipped
 
 
+def _manifest_duplicates(rows: list[dict], lines: list[int], skipped: list[tuple[str, str]]
+                         ) -> tuple[list[dict], list[tuple[str, str, str]]]:
+    """Keep the first manifest row of each file_id. A later row that repeats a row exactly is
+    skipped (warned); one that gives the same file another label, or another file that maps to
+    the same file_id (`a/b.wav` and `a__b.wav`, `x.wav` and `x.flac`), is also returned as a
+    failure (file_id, path, reason) for failures.csv."""
+    first: dict[str, tuple[dict, int]] = {}
+    unique, failures = [], []
+    for row, line in zip(rows, lines):
+        if row["file_id"] not in first:
+            first[row["file_id"]] = (row, line)
+            unique.append(row)
+            continue
+        kept, kept_line = first[row["file_id"]]
+        if row["path"] != kept["path"]:
+            reason = (f"manifest line {line}: file_id {row['file_id']} collides with "
+                      f"{kept['path']} (line {kept_line}); rename one of the files")
+        elif row["label"] != kept["label"]:
+            reason = (f"manifest line {line}: duplicate row with label {row['label']} "
+                      f"(line {kept_line} says {kept['label']}, which is kept)")
+        else:
+            skipped.append((row["path"], f"manifest line {line}: repeats line {kept_line}"))
+            continue
+        skipped.append((row["path"], reason))
+        failures.append((row["file_id"], row["path"], reason))
+    return unique, failures
+
+
 def _manifest_file_id(written: str) -> str:
     """file_id for a manifest path: the path as written, no extension, '/' replaced by '__'."""
     posix = PurePosixPath(written.replace("\\", "/"))
@@ -209,7 +246,8 @@ def _manifest_file_id(written: str) -> str:
     return "__".join(parts)
 
 
-def _scan_manifest(manifest: str | os.PathLike) -> tuple[list[dict], list[tuple[str, str]]]:
+def _scan_manifest(manifest: str | os.PathLike
+                   ) -> tuple[list[dict], list[tuple[str, str]], list[tuple[str, str, str]]]:
     manifest = Path(manifest).expanduser()
     if not manifest.is_file():
         raise CorpusError(f"manifest {manifest} does not exist or is not a file")
@@ -223,7 +261,7 @@ def _scan_manifest(manifest: str | os.PathLike) -> tuple[list[dict], list[tuple[
         raise CorpusError(f"manifest {manifest} lacks column(s) {', '.join(missing)}; "
                           f"it needs path,label and optionally speaker,gender")
     base = manifest.resolve().parent
-    rows, skipped = [], []
+    rows, skipped, lines = [], [], []
     for i, record in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
         written = str(record["path"]).strip()
         label = str(record["label"]).strip()
@@ -242,7 +280,9 @@ def _scan_manifest(manifest: str | os.PathLike) -> tuple[list[dict], list[tuple[
             "gender": gender if gender in ("M", "F") else "",
             "dataset": "CSV",
         })
-    return _drop_duplicates(rows, skipped)
+        lines.append(i)
+    unique, failures = _manifest_duplicates(rows, lines, skipped)
+    return unique, skipped, failures
 
 
 def scan_corpus(dataset: str, raw_dir: str | os.PathLike | None = None,
@@ -252,24 +292,26 @@ def scan_corpus(dataset: str, raw_dir: str | os.PathLike | None = None,
     if name == "CSV":
         if manifest is None:
             raise CorpusError("dataset CSV needs --manifest FILE (a CSV with columns path,label[,speaker])")
-        rows, skipped = _scan_manifest(manifest)
+        rows, skipped, failures = _scan_manifest(manifest)
         source = str(manifest)
     else:
         root = resolve_raw_dir(name, raw_dir)
         rows, skipped = _scan_folder(name, root)
-        source = str(root)
+        source, failures = str(root), []
     columns = BASE_COLUMNS + (RAVDESS_COLUMNS if name == "RAVDESS" else [])
     frame = pd.DataFrame(rows, columns=columns)
     frame = frame.sort_values("file_id", kind="stable").reset_index(drop=True)
     if skipped:
         shown = "; ".join(f"{p} ({r})" for p, r in skipped[:20])
         more = f" and {len(skipped) - 20} more" if len(skipped) > 20 else ""
-        log.warning("%s: skipped %d file(s) whose names do not parse: %s%s",
-                    name, len(skipped), shown, more)
+        log.warning("%s: skipped %d file(s): %s%s", name, len(skipped), shown, more)
     if frame.empty:
         raise CorpusError(f"no usable {name} audio files found in {source}")
     frame.attrs["skipped"] = list(skipped)
     frame.attrs["source"] = source
+    frame.attrs["failures"] = list(failures)
+    if name == "CSV":
+        frame.attrs["manifest"] = str(Path(manifest).expanduser().resolve())
     return frame, skipped
 
 

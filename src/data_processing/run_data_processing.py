@@ -8,6 +8,10 @@ come from one STFT per file and openSMILE's sets from its library, computed in w
 A rerun skips files whose arrays already exist (resume after an interruption); --overwrite
 recomputes them. Unusable files are listed in failures.csv with the reason.
 
+A CSV manifest's sets go to data/features/<NAME>/ with NAME from --name or the manifest's file
+name (lists/my-set.csv -> MY_SET). Two extractions of one set never run at once: the second
+waits for the first (one line on stderr).
+
 Exit status: 0 when the sets were written; 1 when no file could be used (or, with --strict, when
 any file failed); 2 for bad flags, a missing corpus or unavailable HuBERT weights (one line on
 stderr, no traceback); 130 when interrupted.
@@ -19,6 +23,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -76,10 +81,29 @@ def _tune_worker_memory() -> None:
         pass
 
 
+def _exit_with_parent() -> None:
+    """Make this worker die quietly with its parent: a parent killed by SIGKILL cannot stop
+    its pool, and orphaned workers would print a BrokenPipe traceback on their next result.
+    Linux: the kernel sends SIGTERM when the parent exits; elsewhere nothing changes."""
+    try:
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6").prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except (OSError, AttributeError):  # not Linux/glibc
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and not parent.is_alive():  # died before prctl took effect
+        os._exit(0)
+
+
 def _init_worker(config: ExtractionConfig, dirs: dict[str, str], in_worker: bool) -> None:
     """Per-process setup; `in_worker` is False when files are processed in the caller's process,
     whose memory and thread settings are then left alone."""
     if in_worker:
+        _exit_with_parent()
         _tune_worker_memory()
         try:
             from threadpoolctl import threadpool_limits
@@ -242,6 +266,7 @@ def _extract_spectral_sets(corpus, config, names, features_root, dataset, worker
         failed_here = failure_frame[~failure_frame["file_id"].isin(list(frames[name]))]
         for file_id in failed_here["file_id"]:  # never leave an array of a failed file behind
             (dirs[name] / f"{file_id}.npy").unlink(missing_ok=True)
+        failed_here = _add_corpus_failures(failed_here, corpus)
         metadata = _metadata_rows(corpus, frames[name], seconds)
         _finish(dirs[name], name, dataset, config, metadata, failed_here)
         summary[name] = {"n_ok": int(len(metadata)), "n_failed": int(len(failed_here)),
@@ -250,6 +275,27 @@ def _extract_spectral_sets(corpus, config, names, features_root, dataset, worker
                          "n_reused": int(len(metadata)) - computed[name][0],
                          "complete": bool(len(metadata))}
     return summary
+
+
+def _add_corpus_failures(failures: pd.DataFrame, corpus: pd.DataFrame) -> pd.DataFrame:
+    """`failures` plus the manifest rows the corpus reader refused (colliding file_ids,
+    conflicting labels; see corpora._manifest_duplicates): they are failures of every set, so
+    they are counted and --strict sees them."""
+    rows = corpus.attrs.get("failures") or []
+    if not rows:
+        return failures
+    extra = pd.DataFrame([dict(zip(store.FAILURE_COLUMNS, row)) for row in rows],
+                         columns=store.FAILURE_COLUMNS)
+    return pd.concat([failures, extra], ignore_index=True) if len(failures) else extra
+
+
+def _corpus_source(corpus: pd.DataFrame) -> dict | None:
+    """What store.check_source records: the manifest of a CSV corpus, else the audio folder."""
+    if corpus.attrs.get("manifest"):
+        return {"manifest": corpus.attrs["manifest"]}
+    if corpus.attrs.get("source"):
+        return {"raw_dir": str(corpus.attrs["source"])}
+    return None
 
 
 def _finish(set_dir, name, dataset, config, metadata, failures) -> None:
@@ -333,6 +379,7 @@ def _extract_hubert_set(corpus, config, features_root, dataset, overwrite, progr
     paths = dict(zip(corpus["file_id"], corpus["path"]))
     failure_frame = pd.DataFrame([{"file_id": f, "path": paths[f], "reason": r} for f, r in failures],
                                  columns=store.FAILURE_COLUMNS)
+    failure_frame = _add_corpus_failures(failure_frame, corpus)
     metadata = _metadata_rows(corpus, frames, seconds)
     _finish(set_dir, "HuBERT", dataset, config, metadata, failure_frame)
     n_computed = len(todo) - len(failures)
@@ -380,12 +427,16 @@ def extract_dataset(corpus_df: pd.DataFrame, config: ExtractionConfig,
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     summary: dict[str, dict] = {}
     per_file = [name for name in names if name != "HuBERT"]  # spectral and openSMILE
-    if per_file:
-        summary.update(_extract_spectral_sets(corpus_df, config, per_file, features_root, dataset,
-                                              workers, overwrite, progress))
-    if "HuBERT" in names:
-        summary["HuBERT"] = _extract_hubert_set(corpus_df, config, features_root, dataset,
-                                                overwrite, progress, hubert_device)
+    set_dirs = [store.feature_set_dir(features_root, dataset, name, config) for name in names]
+    with store.lock_sets(set_dirs):  # one extraction per set at a time
+        for set_dir in set_dirs:
+            store.check_source(set_dir, _corpus_source(corpus_df), overwrite)
+        if per_file:
+            summary.update(_extract_spectral_sets(corpus_df, config, per_file, features_root,
+                                                  dataset, workers, overwrite, progress))
+        if "HuBERT" in names:
+            summary["HuBERT"] = _extract_hubert_set(corpus_df, config, features_root, dataset,
+                                                    overwrite, progress, hubert_device)
     empty = [name for name, info in summary.items() if info["n_ok"] == 0]
     if empty:
         raise ExtractionError(f"no usable files for {', '.join(empty)} "
@@ -452,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="EMODB, RAVDESS or CSV (with --manifest); any case")
     p.add_argument("--raw_dir", help="folder holding the corpus audio (searched recursively)")
     p.add_argument("--manifest", help="CSV with columns path,label[,speaker] (for --dataset CSV)")
-    p.add_argument("--name", help="folder name for a CSV corpus's feature sets (default CSV)")
+    p.add_argument("--name", help="folder name for a CSV corpus's feature sets (default: the "
+                                  "manifest's file name, upper-cased, e.g. my-set.csv -> MY_SET)")
     p.add_argument("--features", type=_parse_features, default=("MFCC", "LogMel"),
                    help="comma-separated subset of MFCC,LogMel,HuBERT,eGeMAPS,ComParE "
                         "(default MFCC,LogMel)")
@@ -507,6 +559,12 @@ def config_from_args(args: argparse.Namespace) -> ExtractionConfig:
     return config
 
 
+def manifest_set_name(manifest: str) -> str:
+    """Default feature-set folder of a manifest: its file stem upper-cased, every character
+    outside A-Z, 0-9 and _ replaced by _ (lists/my-set.csv -> MY_SET)."""
+    return re.sub(r"[^A-Z0-9_]", "_", Path(manifest).stem.upper()) or "CSV"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -532,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.name:
         print(f"{prog}: error: --name is only for --dataset CSV", file=sys.stderr)
         return 2
-    folder_name = (args.name or "CSV") if dataset == "CSV" else dataset
+    folder_name = (args.name or manifest_set_name(args.manifest)) if dataset == "CSV" else dataset
 
     try:
         if args.download and dataset != "CSV":

@@ -10,7 +10,12 @@ Layout (one folder per dataset, feature and settings hash)::
                            "dataset", "n_files", "created"}
         failures.csv      file_id,path,reason
         planned.csv       file_id,path of every file a run was asked to extract (resume check)
-        COMPLETE          written last; a set without it is unfinished and never loaded
+        source.json       {"manifest": resolved path} (CSV manifest) or {"raw_dir": resolved
+                          folder} of the corpus the set was extracted from; a manifest is
+                          refused for a set made from another source unless --overwrite
+        .lock             lock file: one extraction at a time per set (`lock_sets`)
+        COMPLETE          written last, only once every array listed in metadata.csv loads; a
+                          set without it is unfinished and never loaded
 
 `hash` is `config.feature_hash(FEATURE)`, so settings that change a feature's values get a new
 folder and sets made with different settings never mix. `duration_s` is the duration of the
@@ -18,10 +23,12 @@ source audio file (before resampling/trimming/fixed-length).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +55,18 @@ HUBERT_FRAME_SECONDS = 320 / 16000
 
 class FeatureSetNotFound(FileNotFoundError):
     """No complete feature set; the message says which command makes it."""
+
+
+class SetSourceConflict(ValueError):
+    """A set folder holds features of another corpus source (e.g. another manifest)."""
+
+
+class IncompleteSet(OSError):
+    """Arrays listed for a set are missing or unreadable, so it cannot be marked complete."""
+
+
+LOCK_NAME = ".lock"
+SOURCE_NAME = "source.json"
 
 
 @dataclasses.dataclass
@@ -95,6 +114,54 @@ def is_complete(set_dir: Path) -> bool:
     return (set_dir / COMPLETE).is_file()
 
 
+@contextlib.contextmanager
+def lock_sets(set_dirs: Iterable[Path]):
+    """Hold the lock of every set in `set_dirs` (in sorted order, so two runs cannot deadlock)
+    for the duration of the block. A set locked by another process is waited for, with one line
+    on stderr saying so; the lock is released when the block ends or the process dies."""
+    from filelock import FileLock, Timeout
+
+    with contextlib.ExitStack() as stack:
+        for set_dir in sorted({Path(d) for d in set_dirs}):
+            set_dir.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(set_dir / LOCK_NAME))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                print(f"waiting for feature set {set_dir}: another process is extracting it",
+                      file=sys.stderr, flush=True)
+                lock.acquire()
+            stack.callback(lock.release)
+        yield
+
+
+def check_source(set_dir: Path, source: dict | None, overwrite: bool = False) -> None:
+    """Refuse to extract into a set made from another corpus source when either source is a
+    manifest (SetSourceConflict, one line), unless `overwrite`; then record `source` in
+    source.json. Sets made before source.json existed are accepted. With `overwrite` and a
+    changed source, the previous planned.csv is dropped."""
+    if not source:
+        return
+    path = set_dir / SOURCE_NAME
+    previous = None
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            previous = None
+    if previous and previous != source and ("manifest" in previous or "manifest" in source):
+        if not overwrite:
+            old = previous.get("manifest") or previous.get("raw_dir")
+            new = source.get("manifest") or source.get("raw_dir")
+            raise SetSourceConflict(
+                f"{set_dir} holds features of {old}, not {new}; give this corpus its own "
+                f"--name, or pass --overwrite to replace that set")
+        (set_dir / "planned.csv").unlink(missing_ok=True)
+    if previous != source:
+        set_dir.mkdir(parents=True, exist_ok=True)
+        write_json(path, source)
+
+
 def begin_set(set_dir: Path, planned: pd.DataFrame, overwrite: bool = False) -> set[str]:
     """Prepare `set_dir` for a (re)run and return the file_ids whose arrays can be reused.
 
@@ -137,7 +204,7 @@ def array_frames(path: Path) -> int | None:
     """Frame count from a .npy header, or None when the file is unreadable."""
     try:
         return int(np.load(path, mmap_mode="r").shape[0])
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError, IndexError, EOFError):
         return None
 
 
@@ -148,8 +215,17 @@ def write_failures(set_dir: Path, failures: pd.DataFrame) -> None:
 
 def finish_set(set_dir: Path, *, feature: str, dataset: str, config: ExtractionConfig,
                metadata: pd.DataFrame, failures: pd.DataFrame) -> None:
-    """Write metadata.csv, failures.csv, config.json, then the COMPLETE marker (last)."""
+    """Write metadata.csv, failures.csv, config.json, then the COMPLETE marker (last).
+
+    Raises IncompleteSet (and writes no marker) when an array listed in `metadata` is missing,
+    unreadable or has another frame count."""
     metadata = metadata.sort_values("file_id", kind="stable").reset_index(drop=True)
+    bad = [f for f, n in zip(metadata["file_id"], metadata["n_frames"])
+           if array_frames(npy_path(set_dir, f)) != int(n)]
+    if bad:
+        raise IncompleteSet(f"{set_dir}: {len(bad)} array(s) listed for the set are missing or "
+                            f"unreadable (e.g. {bad[0]}.npy); the set is left unfinished: run "
+                            f"the same command again")
     extra = [c for c in metadata.columns if c not in METADATA_COLUMNS]
     write_csv(set_dir / "metadata.csv", metadata[METADATA_COLUMNS + extra])
     write_failures(set_dir, failures)
@@ -234,7 +310,14 @@ def load_feature_set(dataset: str, feature: str,
     metadata = read_metadata(set_dir)
     arrays = []
     for file_id, n_frames in zip(metadata["file_id"], metadata["n_frames"]):
-        array = np.load(set_dir / f"{file_id}.npy")
+        try:
+            array = np.load(set_dir / f"{file_id}.npy")
+        except FileNotFoundError:
+            missing = [f for f in metadata["file_id"] if not npy_path(set_dir, f).is_file()]
+            raise FeatureSetNotFound(
+                f"{npy_path(set_dir, file_id)} is missing ({len(missing)} of the "
+                f"{len(metadata)} arrays listed in metadata.csv are); re-run the extraction: "
+                f"{extraction_command(dataset, feature)} --overwrite") from None
         if array.shape[0] != n_frames:
             raise ValueError(f"{set_dir / (file_id + '.npy')} has {array.shape[0]} frames but "
                              f"metadata.csv says {n_frames}; re-run the extraction with --overwrite")

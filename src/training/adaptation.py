@@ -61,15 +61,23 @@ def apply_label_map(labels: list[str], label_map: str) -> list[str]:
     """Rename labels with a JSON file {"from": "to", ...} (used for both corpora)."""
     if not label_map:
         return labels
-    mapping = json.loads(Path(label_map).read_text())
+    try:
+        mapping = json.loads(Path(label_map).read_text())
+    except OSError as err:
+        raise ExperimentError(f"--label_map {label_map}: {err.strerror or err}") from None
+    except ValueError as err:
+        raise ExperimentError(f"--label_map {label_map}: not a JSON object ({err})") from None
+    if not isinstance(mapping, dict):
+        raise ExperimentError(f"--label_map {label_map}: not a JSON object "
+                              f'{{"from": "to", ...}}')
     return [mapping.get(label, label) for label in labels]
 
 
 def shared_class_names(cfg: RunConfig, target: str) -> list[str]:
     """Labels of both corpora (or --label_set, which must lie inside them)."""
     shared = shared_labels(_label_names(cfg.data, cfg), _label_names(target, cfg))
-    if cfg.label_set:
-        wanted = [s.strip() for s in cfg.label_set.split(",") if s.strip()]
+    wanted = cfg.label_list()
+    if wanted:
         missing = [w for w in wanted if w not in shared]
         if missing:
             raise ExperimentError(f"--label_set: {', '.join(missing)} not shared by {cfg.data} "
@@ -422,8 +430,13 @@ def cross_corpus_results(cfg: RunConfig, saved: dict, folds: list[Path]
                                  "label_map": cfg.label_map or saved["run"].get("label_map", "")})
     target_labels = _label_names(target_data, probe)
     names = [c for c in model_names if c in target_labels]
-    if cfg.label_set:
-        names = [c for c in cfg.label_set.split(",") if c in names]
+    wanted = cfg.label_list()
+    if wanted:
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise ExperimentError(f"--label_set: {', '.join(missing)} not shared by the models' "
+                                  f"classes and {target_data} (shared: {', '.join(names)})")
+        names = wanted
     if len(names) < 2:
         raise ExperimentError(f"the models' classes ({', '.join(model_names)}) and {target_data} "
                               f"share {len(names)} labels; nothing to evaluate")

@@ -138,6 +138,17 @@ class RunConfig:
             return {stream: items[0] for stream in streams}
         return dict(zip(streams, items))
 
+    def label_list(self) -> list[str]:
+        """--label_set as class names: split on commas, spaces around each stripped, empty
+        items dropped ("angry, sad," -> ["angry", "sad"]); [] when not given. Raises ValueError
+        naming the flag when a label is listed twice. The one parser of --label_set."""
+        labels = [item.strip() for item in self.label_set.split(",") if item.strip()]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"--label_set lists {', '.join(repeated)} more than once; got "
+                             f"{self.label_set!r}")
+        return labels
+
     def head_sizes(self) -> tuple[int, ...]:
         """--head_units as Dense sizes: "1024,512" -> (1024, 512); "none" -> () (softmax on
         the pooled features). Raises ValueError naming the flag on anything else."""

@@ -6,5 +6,11 @@ from src.data_processing.store import FeatureSetNotFound
 from src.training.data import DataError
 from src.training.experiment import ExperimentError, NonFiniteLoss
 
+
+
+class NothingPredicted(ExperimentError):
+    """--mode predict could use none of its input files (exit status 1, not 2)."""
+
+
 USER_ERRORS = (AudioError, CorpusError, HubertUnavailable, FeatureSetNotFound, DataError,
                ExperimentError, NonFiniteLoss)

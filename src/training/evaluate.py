@@ -12,6 +12,7 @@ import pandas as pd
 from src.data_processing.config import ExtractionConfig, is_utterance_level
 from src.training.config import RunConfig
 from src.training.data import SERData, load_ser_data, pad_sequences, standardise_groups
+from src.training.errors import NothingPredicted
 from src.training.estimators import MODEL_FILES, load_estimator
 from src.training.experiment import ExperimentError
 from src.training.report import write_run_report
@@ -162,8 +163,10 @@ def extract_for_models(paths: list[Path], saved: dict) -> tuple[SERData, list[tu
                                       else arrays[stream])
         kept.append(path)
     if not kept:
-        raise ExperimentError("no input file could be used: " +
-                              "; ".join(f"{p}: {r}" for p, r in failures))
+        error = NothingPredicted("no input file could be used: " +
+                                 "; ".join(f"{p}: {r}" for p, r in failures))
+        error.failures = failures
+        raise error
     framed = [s for s in streams if not is_utterance_level(s, configs[s])]
     lengths = np.array([a.shape[0] for a in per_stream[framed[0]]] if framed
                        else [1] * len(kept), dtype=np.int32)
@@ -187,12 +190,23 @@ def extract_for_models(paths: list[Path], saved: dict) -> tuple[SERData, list[tu
 
 
 def run_predict(cfg: RunConfig) -> pd.DataFrame:
-    """Fold-ensemble emotion probabilities for every audio file; prints a table."""
+    """Fold-ensemble emotion probabilities for every audio file; prints a table.
+
+    Returns (and writes to --output) one row per input file in input order: files that could
+    not be used have an empty emotion, empty probabilities and the cause in `reason`. Raises
+    NothingPredicted (after writing --output) when no file could be used."""
     from src.utils import io
 
     saved, folds = load_saved_run(cfg.test_path)
-    data, failures = extract_for_models(collect_audio(list(cfg.audio)), saved)
+    paths = collect_audio(list(cfg.audio))
     names = saved["class_names"]
+    try:
+        data, failures = extract_for_models(paths, saved)
+    except NothingPredicted as error:
+        if cfg.output:
+            io.write_csv(cfg.output, _prediction_table(paths, names, {}, error.failures))
+            print(f"failures written to {cfg.output}")
+        raise
     probs = np.mean([load_estimator(f, names).predict_proba(data) for f in folds], axis=0)
     table = pd.DataFrame({"file": data.file_ids,
                           "emotion": [names[i] for i in probs.argmax(axis=1)]})
@@ -202,7 +216,24 @@ def run_predict(cfg: RunConfig) -> pd.DataFrame:
         print(table.to_string(index=False))
     for path, reason in failures:
         print(f"skipped {path}: {reason}")
+    table = _prediction_table(paths, names, dict(zip(data.file_ids, probs)), failures)
     if cfg.output:
         io.write_csv(cfg.output, table)
         print(f"predictions written to {cfg.output}")
     return table
+
+
+def _prediction_table(paths: list[Path], names: list[str], probs: dict[str, np.ndarray],
+                      failures: list[tuple[str, str]]) -> pd.DataFrame:
+    """file, emotion, one probability column per class, reason: a row per input path."""
+    reasons = dict(failures)
+    rows = []
+    for path in map(str, paths):
+        if path in probs:
+            p = probs[path]
+            rows.append({"file": path, "emotion": names[int(np.argmax(p))],
+                         **{n: round(float(v), 4) for n, v in zip(names, p)}, "reason": ""})
+        else:
+            rows.append({"file": path, "emotion": "", **{n: np.nan for n in names},
+                         "reason": reasons.get(path, "not predicted")})
+    return pd.DataFrame(rows, columns=["file", "emotion", *names, "reason"])

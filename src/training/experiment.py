@@ -285,6 +285,7 @@ def run_training(cfg: RunConfig) -> dict:
                          feature_hashes=cfg.feature_hashes(
                              stream_names(cfg.feature_type, cfg.fusion_streams)),
                          speaker_norm=cfg.speaker_norm)
+    _check_label_set(cfg, data)
     check_model_input(cfg, data)
     if cfg.batch_size > data.n:
         raise ExperimentError(f"--batch_size {cfg.batch_size} is larger than the "
@@ -307,6 +308,27 @@ def run_training(cfg: RunConfig) -> dict:
 
 
 def _label_set(cfg: RunConfig) -> list[str] | None:
+    return cfg.label_list() or None
+
+
+def _check_label_set(cfg: RunConfig, data: SERData) -> None:
+    """Every --label_set class must have files in the corpus (ExperimentError naming it)."""
     if not cfg.label_set:
-        return None
-    return [s.strip() for s in cfg.label_set.split(",") if s.strip()]
+        return
+    present = set(data.metadata["label"].astype(str))
+    missing = [c for c in data.class_names if c not in present]
+    if missing:
+        raise ExperimentError(f"--label_set: {', '.join(missing)} not in {data.dataset} "
+                              f"(its classes: {', '.join(_corpus_labels(cfg, data)) or '?'})")
+
+
+def _corpus_labels(cfg: RunConfig, data: SERData) -> list[str]:
+    """Every label of the corpus's feature set (from its metadata.csv; [] when unreadable)."""
+    from src.data_processing.store import read_metadata
+
+    stream, config_hash = next(iter(data.feature_hashes.items()))
+    try:
+        metadata = read_metadata(Path(cfg.features_root) / data.dataset / stream / config_hash)
+    except (OSError, KeyError, ValueError):
+        return []
+    return sorted(set(metadata["label"].astype(str)))

@@ -15,6 +15,7 @@ import argparse
 import datetime
 import io
 import json
+import logging
 import shlex
 import shutil
 import sys
@@ -25,6 +26,8 @@ import numpy as np
 
 from src.training.config import RunConfig
 from src.utils import io as sio
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_ENTRY = "model.weights.h5"
 # RunConfig fields that are bookkeeping of the training machine, not part of the recipe.
@@ -64,8 +67,23 @@ def compact_model_file(src: Path, dst: Path, weights_dtype: str = "float16") -> 
 
 
 def training_command(run: dict) -> str:
-    """The `python -m src.training.main ...` line that reproduces a saved run's training."""
+    """The `python -m src.training.main ...` line that reproduces a saved run's training.
+
+    Every flag whose value differs from what the command line would give without it is written:
+    RunConfig's default, or for the architecture flags the --preset's value. On/off flags
+    (store_true) appear when on; flags with a value (--collapse_guard false) whenever they
+    differ. A RunConfig field that has no flag cannot be written: a warning names it."""
+    import argparse
+
+    from src.models.model import PRESETS
+    from src.training.main import ARCHITECTURE_FLAGS, build_parser
+
     defaults = RunConfig().to_dict()
+    preset = PRESETS.get(run.get("preset", defaults["preset"]), PRESETS["default"])
+    defaults.update({name: getattr(preset, name) for name in ARCHITECTURE_FLAGS})
+    switches = {a.dest for a in build_parser()._actions
+                if isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction))}
+    flags = {a.dest for a in build_parser()._actions if a.option_strings}
     parts = ["python", "-m", "src.training.main"]
     always = ("mode", "data", "feature_type")
     for key in [*always, *sorted(set(run) - set(always))]:
@@ -74,10 +92,14 @@ def training_command(run: dict) -> str:
             continue
         if key not in always and value == defaults[key]:
             continue
-        if isinstance(value, bool) and key in ("use_dtpm", "use_attention"):
-            parts += [f"--{key}", str(value).lower()]
-        elif isinstance(value, bool):
+        if key not in flags:
+            log.warning("training command: %s=%r has no command-line flag; the command "
+                        "trains with %r instead", key, value, defaults[key])
+            continue
+        if key in switches:
             parts += [f"--{key}"] if value else []
+        elif isinstance(value, bool):
+            parts += [f"--{key}", str(value).lower()]
         else:
             parts += [f"--{key}", str(value)]
     return shlex.join(parts)

@@ -20,6 +20,30 @@ PRESET_NAMES = ("default", "light")
 # Architecture flags left unset take their value from --preset (src.models.model.PRESETS).
 ARCHITECTURE_FLAGS = ("filter_size", "dilation_size", "kernel_size", "stack_size", "dropout",
                       "block")
+# Modes that evaluate a saved run: --data, --feature_type and the model flags come from the run's
+# config.json unless given on the command line.
+SAVED_RUN_MODES = ("test", "predict", "test-cross-corpus")
+_INF = math.inf
+# Allowed range of every numeric flag: (lowest, highest, lowest allowed, highest allowed).
+NUMERIC_RANGES = {
+    "epoch": (1, _INF, True, False), "batch_size": (1, _INF, True, False),
+    "mixup": (0, _INF, True, False), "lr": (0, _INF, False, False),
+    "beta1": (0, 1, True, False), "beta2": (0, 1, True, False),
+    "patience": (0, _INF, True, False), "dropout": (0, 1, True, False),
+    "filter_size": (1, _INF, True, False), "dilation_size": (1, _INF, True, False),
+    "kernel_size": (1, _INF, True, False), "stack_size": (1, _INF, True, False),
+    "time_masks": (0, _INF, True, False), "freq_masks": (0, _INF, True, False),
+    "time_mask_width": (0, 1, True, False), "freq_mask_width": (0, 1, True, False),
+    "split_fold": (2, _INF, True, False), "loso_groups": (0, _INF, True, False),
+    "val_fraction": (0, 1, True, False), "max_folds": (0, _INF, True, False),
+    "random_seed": (0, 2 ** 31 - 1, True, True), "max_frames": (0, _INF, True, False),
+    "lmmd_weight": (0, _INF, True, False), "da_warmup": (0, _INF, True, False),
+    "kernel_mul": (0, _INF, False, False), "kernel_num": (1, _INF, True, False),
+    "fix_sigma": (0, _INF, True, False), "confidence": (0, 1, True, True),
+    "verbose": (0, _INF, True, False), "threads": (0, _INF, True, False),
+    "C": (0, _INF, False, False), "mlp_dropout": (0, 1, True, False),
+    "target_entropy": (0, _INF, True, False),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,8 +222,27 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict(values)
 
 
+def range_error(name: str, value) -> str | None:
+    """The one-line complaint about numeric flag `name` when `value` is outside its range (or
+    not finite); None when it is fine."""
+    low, high, low_ok, high_ok = NUMERIC_RANGES[name]
+    if (math.isfinite(value) and (low < value or (low_ok and value == low))
+            and (value < high or (high_ok and value == high))):
+        return None
+    if high == _INF:
+        allowed = f"{'>=' if low_ok else '>'} {low}"
+    else:
+        allowed = f"in {'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
+    kind = "an integer" if isinstance(value, int) else "a finite number"
+    return f"--{name} must be {kind} {allowed}; got {value}"
+
+
 def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
     """Flag combinations argparse cannot check; exits with one clear line."""
+    for name in NUMERIC_RANGES:
+        message = range_error(name, getattr(cfg, name))
+        if message:
+            parser.error(message)
     checks = [
         (cfg.mode in ("test", "predict", "test-cross-corpus") and not cfg.test_path,
          f"--mode {cfg.mode} needs --test_path (a folder of trained fold models)"),
@@ -215,22 +258,53 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
          "--val_fraction 0 leaves no validation set for early stopping: add --patience 0"),
         (not 0 <= cfg.da_warmup < cfg.epoch, "--da_warmup must be in [0, --epoch)"),
         (cfg.mixup < 0, "--mixup must be >= 0 (0 = off)"),
-        (not (math.isfinite(cfg.C) and cfg.C > 0), "--C must be a positive number"),
-        (not 0 <= cfg.mlp_dropout < 1, "--mlp_dropout must be in [0, 1)"),
-        (not (math.isfinite(cfg.target_entropy) and cfg.target_entropy >= 0),
-         "--target_entropy must be a number >= 0"),
         (min(cfg.time_masks, cfg.freq_masks) < 0, "--time_masks and --freq_masks must be >= 0"),
         (not (0 <= cfg.time_mask_width < 1 and 0 <= cfg.freq_mask_width < 1),
          "--time_mask_width and --freq_mask_width must be in [0, 1)"),
+        (cfg.label_map and not os.path.isfile(cfg.label_map),
+         f"--label_map {cfg.label_map}: no such file (a JSON file {{\"from\": \"to\", ...}})"),
     ]
     for failed, message in checks:
         if failed:
             parser.error(message)
-    for check in (cfg.head_sizes, cfg.fold_numbers, cfg.mlp_sizes):
+    for check in (cfg.head_sizes, cfg.fold_numbers, cfg.mlp_sizes, cfg.label_list):
         try:
             check()
         except ValueError as error:
             parser.error(str(error))
+
+
+def explicit_flags(argv: list[str] | None) -> set[str]:
+    """Names of the flags given on the command line (not left at their defaults)."""
+    probe = build_parser()
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(argv)))
+
+
+def from_saved_run(cfg: RunConfig, argv: list[str] | None) -> RunConfig:
+    """test / predict / test-cross-corpus: --data and --feature_type not given on the command
+    line are left empty, so the saved run's own values are used (and not checked against the
+    defaults)."""
+    if cfg.mode in SAVED_RUN_MODES:
+        given = explicit_flags(argv)
+        for name in ("data", "feature_type"):
+            if name not in given:
+                setattr(cfg, name, "")
+    return cfg
+
+
+def unwritable_message(cfg: RunConfig, err: PermissionError) -> str:
+    """One line for a folder the run cannot write to, naming the flag that chose it."""
+    reason = err.strerror or "permission denied"
+    if not err.filename:
+        return f"cannot write a file: {reason.lower()} ({err})"
+    path = os.path.abspath(err.filename)
+    for flag in ("models_root", "results_root", "output", "features_root"):
+        root = getattr(cfg, flag)
+        if root and os.path.commonpath([path, os.path.abspath(root)]) == os.path.abspath(root):
+            return f"--{flag} {root}: cannot write to {path} ({reason.lower()})"
+    return f"cannot write to {path} ({reason.lower()})"
 
 
 def configure_runtime(cfg: RunConfig) -> None:
@@ -297,16 +371,22 @@ def parse_config(argv: list[str] | None, parser: argparse.ArgumentParser) -> Run
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    cfg = parse_config(argv, parser)
+    cfg = from_saved_run(parse_config(argv, parser), argv)
     validate(cfg, parser)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from src.training.errors import USER_ERRORS
+    from src.training.errors import USER_ERRORS, NothingPredicted
 
     try:
         configure_runtime(cfg)
         dispatch(cfg)
+    except NothingPredicted as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except PermissionError as err:
+        print(f"error: {unwritable_message(cfg, err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished folds are kept; re-run the same command to resume",
@@ -316,5 +396,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # e.g. Ctrl-C while TensorFlow is being imported
+        print("interrupted before the run started; nothing was written", file=sys.stderr)
+        sys.exit(130)
 
