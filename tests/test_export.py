@@ -240,7 +240,7 @@ _NON_DEFAULT = {"mode": "train-lmmd", "data": "RAVDESS", "feature_type": "FUSION
                 "model": "mlp", "mlp_units": "64,32", "frame_pooling": "mean_std",
                 "select_epoch": "label_free", "mlp_dropout": 0.5}
 # Fields that have no command-line flag (set only by code that builds a RunConfig).
-_WITHOUT_FLAG = {"min_lr", "clipnorm", "label_smoothing"}
+_WITHOUT_FLAG = {"min_lr", "clipnorm"}
 
 
 def _round_trip(cfg: RunConfig) -> RunConfig:

@@ -42,7 +42,7 @@ NUMERIC_RANGES = {
     "fix_sigma": (0, _INF, True, False), "confidence": (0, 1, True, True),
     "verbose": (0, _INF, True, False), "threads": (0, _INF, True, False),
     "C": (0, _INF, False, False), "mlp_dropout": (0, 1, True, False),
-    "target_entropy": (0, _INF, True, False),
+    "target_entropy": (0, _INF, True, False), "label_smoothing": (0, 1, True, False),
 }
 
 
@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "Beta(ALPHA, ALPHA) (features and labels; 0 = off, 0.2-0.4 usual); "
                         "train-lmmd: the source batches")
     g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--label_smoothing", type=float, default=d.label_smoothing,
+                   help="of the (source) cross-entropy (default %(default)s; 0 for the MLP "
+                        "with LMMD: smoothed, less confident target predictions blur the "
+                        "class-conditional weights)")
     g.add_argument("--beta1", type=float, default=d.beta1)
     g.add_argument("--beta2", type=float, default=d.beta2)
     g.add_argument("--patience", type=int, default=d.patience,
