@@ -12,7 +12,7 @@ import pandas as pd
 from src.training.config import RunConfig
 
 from .collect import CROSS_KINDS, short_setting
-from .tables import NOT_RUN, best_run, folds_text, metric_text
+from .tables import NOT_RUN, best_run, metric_cells
 
 OTHER_CORPUS = {"EMODB": "RAVDESS", "RAVDESS": "EMODB"}
 
@@ -64,9 +64,7 @@ def ablation_tables(frame: pd.DataFrame, corpus: str | None = None,
         if best is None:
             return {"row": name, "run": NOT_RUN}
         return {"row": name, "run": best["run_id"], "evaluated on": evaluated,
-                "folds": folds_text(best), "accuracy (WAR) %": metric_text(best, "war"),
-                "UAR %": metric_text(best, "uar"),
-                "macro-F1 %": metric_text(best, "macro_f1")}
+                **metric_cells(best)}
 
     def select(subset, feature_type, streams=None):
         if subset.empty:

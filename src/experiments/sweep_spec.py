@@ -80,11 +80,34 @@ def _array_closed(text: str) -> bool:
     return _closing_paren(text, text.index("(") + 1) >= 0
 
 
+class _Quoting:
+    """Bash quoting state while text is scanned one character at a time."""
+
+    def __init__(self) -> None:
+        self.quote = ""
+        self.escaped = False
+
+    def bare(self, ch: str) -> bool:
+        """Advance over `ch`; True when it stands outside quotes, unescaped, and is not itself
+        a quote or escape character."""
+        if self.escaped:
+            self.escaped = False
+        elif ch == "\\" and self.quote != "'":
+            self.escaped = True
+        elif self.quote:
+            if ch == self.quote:
+                self.quote = ""
+        elif ch in "'\"":
+            self.quote = ch
+        else:
+            return True
+        return False
+
+
 def strip_comments(text: str) -> str:
     """Drop bash comments: `#` at the start of a word, outside quotes, to the end of the line."""
     out: list[str] = []
-    quote = ""
-    escaped = False
+    quoting = _Quoting()
     comment = False
     for index, ch in enumerate(text):
         if comment:
@@ -92,16 +115,8 @@ def strip_comments(text: str) -> str:
                 comment = False
                 out.append(ch)
             continue
-        if escaped:
-            escaped = False
-        elif ch == "\\" and quote != "'":
-            escaped = True
-        elif quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "#" and (index == 0 or text[index - 1].isspace() or text[index - 1] == "("):
+        if quoting.bare(ch) and ch == "#" and (index == 0 or text[index - 1].isspace()
+                                               or text[index - 1] == "("):
             comment = True
             continue
         out.append(ch)
@@ -111,20 +126,9 @@ def strip_comments(text: str) -> str:
 def _closing_paren(text: str, start: int) -> int:
     """Index of the first `)` at or after `start` outside quotes (comments already stripped),
     or -1."""
-    quote = ""
-    escaped = False
+    quoting = _Quoting()
     for index in range(start, len(text)):
-        ch = text[index]
-        if escaped:
-            escaped = False
-        elif ch == "\\" and quote != "'":
-            escaped = True
-        elif quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch == ")":
+        if quoting.bare(text[index]) and text[index] == ")":
             return index
     return -1
 

@@ -81,27 +81,35 @@ def _setting_order(frame: pd.DataFrame, in_corpus: bool) -> list[str]:
 
 # --------------------------------------------------------------------------- tables
 
-def overall_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Best run of each setting: EMODB, RAVDESS (in-corpus training) and E->R, R->E
-    (train-lmmd or cross-test)."""
-    rows = []
+def metric_cells(best: pd.Series) -> dict[str, str]:
+    """The folds, accuracy, UAR and macro-F1 cells (percent, mean ± std) of a run's row."""
+    return {"folds": folds_text(best), "accuracy (WAR) %": metric_text(best, "war"),
+            "UAR %": metric_text(best, "uar"), "macro-F1 %": metric_text(best, "macro_f1")}
+
+
+def _best_per_setting(frame: pd.DataFrame):
+    """(in_corpus, setting, best run or None) for the in-corpus settings (training runs) and
+    then the cross-corpus ones (train-lmmd or cross-test runs), in table order."""
     for in_corpus in (True, False):
         kinds = ("train",) if in_corpus else CROSS_KINDS
         for setting in _setting_order(frame, in_corpus):
             subset = frame[frame["kind"].isin(kinds) & (frame["setting"] == setting)] \
                 if not frame.empty else frame
-            best = best_run(subset)
-            name = short_setting(setting)
-            if best is None:
-                rows.append({"setting": name, "run": NOT_RUN})
-                continue
-            rows.append({"setting": name, "run": best["run_id"], "kind": best["kind"],
-                         "feature": best["feature_type"],
-                         "DA": best["da_method"] if not in_corpus else "",
-                         "folds": folds_text(best),
-                         "accuracy (WAR) %": metric_text(best, "war"),
-                         "UAR %": metric_text(best, "uar"),
-                         "macro-F1 %": metric_text(best, "macro_f1")})
+            yield in_corpus, setting, best_run(subset)
+
+
+def overall_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Best run of each setting: EMODB, RAVDESS (in-corpus training) and E->R, R->E
+    (train-lmmd or cross-test)."""
+    rows = []
+    for in_corpus, setting, best in _best_per_setting(frame):
+        name = short_setting(setting)
+        if best is None:
+            rows.append({"setting": name, "run": NOT_RUN})
+            continue
+        rows.append({"setting": name, "run": best["run_id"], "kind": best["kind"],
+                     "feature": best["feature_type"],
+                     "DA": best["da_method"] if not in_corpus else "", **metric_cells(best)})
     columns = ["setting", "run", "kind", "feature", "DA", "folds", "accuracy (WAR) %", "UAR %",
                "macro-F1 %"]
     return pd.DataFrame(rows).reindex(columns=columns).fillna("")
@@ -110,17 +118,12 @@ def overall_table(frame: pd.DataFrame) -> pd.DataFrame:
 def per_class_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Recall (%) per class of the best run of each setting (rows = classes)."""
     columns: dict[str, dict[str, str]] = {}
-    for in_corpus in (True, False):
-        kinds = ("train",) if in_corpus else CROSS_KINDS
-        for setting in _setting_order(frame, in_corpus):
-            subset = frame[frame["kind"].isin(kinds) & (frame["setting"] == setting)] \
-                if not frame.empty else frame
-            best = best_run(subset)
-            if best is None:
-                continue
-            columns[short_setting(setting)] = {
-                c[len("recall_"):]: pct(best[c]) for c in best.index
-                if c.startswith("recall_") and pd.notna(best[c])}
+    for _, setting, best in _best_per_setting(frame):
+        if best is None:
+            continue
+        columns[short_setting(setting)] = {
+            c[len("recall_"):]: pct(best[c]) for c in best.index
+            if c.startswith("recall_") and pd.notna(best[c])}
     if not columns:
         return pd.DataFrame({"class": [], "recall %": []})
     classes = sorted({c for values in columns.values() for c in values})
