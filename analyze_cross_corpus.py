@@ -1,5 +1,5 @@
 """Compare domain-adaptation methods (none/mmd/dann/lmmd) per direction over the train-lmmd runs
-(logic: src/utils/analysis.py).
+(logic: src/experiments/analysis_cli.py).
 
     python analyze_cross_corpus.py [--results_root results] [--data EMODB] [--feature_type MFCC]
         [--since 2026-11-01] [--aggregate best-config|all] [--out results/analysis]
@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from src.utils.analysis import main_cross_corpus  # noqa: E402
+from src.experiments.analysis_cli import main_cross_corpus  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main_cross_corpus())

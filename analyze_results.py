@@ -1,5 +1,5 @@
 """Collect every results/<run-id>/metrics.json into one table, an Excel summary, plots and the
-Markdown tables (logic: src/utils/analysis.py).
+Markdown tables (logic: src/experiments/analysis_cli.py).
 
     python analyze_results.py [--results_root results] [--data EMODB] [--feature_type MFCC]
         [--since 2026-11-01] [--kind train,train-lmmd] [--top 5] [--out results/analysis]
@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from src.utils.analysis import main_results  # noqa: E402
+from src.experiments.analysis_cli import main_results  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main_results())

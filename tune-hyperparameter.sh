@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Hyper-parameter sweeps over `python -m src.training.main` (the logic is src/utils/sweep.py).
+# Hyper-parameter sweeps over `python -m src.training.main` (logic: src/experiments/sweep_cli.py).
 #
 #   bash tune-hyperparameter.sh [SWEEP_FILE (default sweeps/default.sh)] [--samples N] [--seed S]
 #        [-j N] [--dry-run] [--results_root DIR] [--threads T] [-- extra flags for every run]
@@ -21,4 +21,4 @@ if [ ! -x "$PY" ]; then
 fi
 export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-exec "$PY" -m src.utils.sweep "$@"
+exec "$PY" -m src.experiments.sweep_cli "$@"

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.utils import analysis, sweep
+from src.experiments import (ablation, analysis_cli, collect, result_plots, sweep_cli,
+                             sweep_grid, sweep_runner, sweep_spec, tables, workbook)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_parse_sweep_file(tmp_path):
-    spec = sweep.parse_sweep_file(write(tmp_path / "mine.sh", SWEEP_TEXT))
+    spec = sweep_spec.parse_sweep_file(write(tmp_path / "mine.sh", SWEEP_TEXT))
     assert spec.name == "mine"
     assert spec.axes == [("lr", ["3e-4", "1e-3"]), ("dropout", ["0.1", "0.4"]),
                          ("mode", ["train", "train-lmmd"]), ("lmmd_weight", ["0.5", "1.0"])]
@@ -56,7 +57,7 @@ def test_parse_sweep_file(tmp_path):
 
 
 def test_variants_quotes_and_shipped_sweeps(tmp_path):
-    spec = sweep.parse_sweep_text(textwrap.dedent("""\
+    spec = sweep_spec.parse_sweep_text(textwrap.dedent("""\
         VARIANTS=(
           "--feature_type MFCC"                   # a row
           # "--feature_type HuBERT"               # commented out
@@ -66,16 +67,18 @@ def test_variants_quotes_and_shipped_sweeps(tmp_path):
     """))
     assert spec.axes[0] == ("VARIANTS", ["--feature_type MFCC",
                                          "--feature_type FUSION --fusion_streams MFCC,LogMel"])
-    configs, size = sweep.expand(spec)
+    configs, size = sweep_grid.expand(spec)
     assert size == 4 and len(configs) == 4
     assert {"feature_type": "FUSION", "fusion_streams": "MFCC,LogMel",
             "use_dtpm": "false"} in [c.flags for c in configs]
     # the shipped sweep files parse and expand
-    quick, quick_size = sweep.expand(sweep.parse_sweep_file(REPO_ROOT / "sweeps" / "quick.sh"))
+    quick, quick_size = sweep_grid.expand(
+        sweep_spec.parse_sweep_file(REPO_ROOT / "sweeps" / "quick.sh"))
     assert len(quick) == quick_size >= 8
     assert all(c.flags["data"] == "EMODB" and c.flags["feature_type"] == "MFCC" and
                c.flags["preset"] == "light" for c in quick)
-    ablation, _ = sweep.expand(sweep.parse_sweep_file(REPO_ROOT / "sweeps" / "ablation.sh"))
+    ablation, _ = sweep_grid.expand(
+        sweep_spec.parse_sweep_file(REPO_ROOT / "sweeps" / "ablation.sh"))
     rows = [(c.flags.get("feature_type"), c.flags.get("use_dtpm", "true"),
              c.flags.get("use_attention", "true"), c.flags.get("mode"),
              c.flags.get("head_units", "1024,512")) for c in ablation]
@@ -84,7 +87,7 @@ def test_variants_quotes_and_shipped_sweeps(tmp_path):
     assert ("FUSION", "true", "true", "train", "1024,512") in rows
     assert ("MFCC", "false", "false", "train", "none") in rows          # TIM-Net's classifier
     assert len(set(rows)) == len(rows)                          # full model listed once
-    default = sweep.parse_sweep_file(REPO_ROOT / "sweeps" / "default.sh")
+    default = sweep_spec.parse_sweep_file(REPO_ROOT / "sweeps" / "default.sh")
     assert dict(default.axes)["lr"] == ["1e-4", "3e-4", "1e-3"]
     assert dict(default.axes)["mode"] == ["train", "train-lmmd"]
 
@@ -98,8 +101,8 @@ def test_variants_quotes_and_shipped_sweeps(tmp_path):
     ("lr=(1e-3)\nlr=(2e-3)", "given twice"),
 ])
 def test_sweep_file_errors_name_the_line(text, message):
-    with pytest.raises(sweep.SweepError, match=re.escape(message)):
-        sweep.parse_sweep_text(text)
+    with pytest.raises(sweep_spec.SweepError, match=re.escape(message)):
+        sweep_spec.parse_sweep_text(text)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -110,13 +113,13 @@ def test_sweep_file_errors_name_the_line(text, message):
     ('FIXED="--bogus 1"', "not a flag"),
 ])
 def test_bad_keys_and_values_are_rejected_before_running(text, message):
-    with pytest.raises(sweep.SweepError, match=re.escape(message)):
-        sweep.expand(sweep.parse_sweep_text(text))
+    with pytest.raises(sweep_spec.SweepError, match=re.escape(message)):
+        sweep_grid.expand(sweep_spec.parse_sweep_text(text))
 
 
 def test_grid_size_pruning_and_precedence(tmp_path):
-    spec = sweep.parse_sweep_file(write(tmp_path / "g.sh", SWEEP_TEXT))
-    configs, size = sweep.expand(spec, ["--epoch", "2"])
+    spec = sweep_spec.parse_sweep_file(write(tmp_path / "g.sh", SWEEP_TEXT))
+    configs, size = sweep_grid.expand(spec, ["--epoch", "2"])
     assert size == 16
     # --mode train ignores lmmd_weight: its 8 grid points collapse into 4 configurations
     train = [c for c in configs if c.flags["mode"] == "train"]
@@ -131,34 +134,35 @@ def test_grid_size_pruning_and_precedence(tmp_path):
 
 
 def test_hash_is_stable_and_independent_of_flag_order():
-    actions = sweep._actions(sweep._cli_parser())
-    a = sweep.tokens_to_flags(["--lr", "1e-3", "--dropout", "0.1", "--use_dtpm", "false"],
+    actions = sweep_grid._actions(sweep_grid._cli_parser())
+    a = sweep_grid.tokens_to_flags(["--lr", "1e-3", "--dropout", "0.1", "--use_dtpm", "false"],
                               actions, "t")
-    b = sweep.tokens_to_flags(["--use_dtpm", "no", "--dropout=0.10", "--lr", "0.001"],
+    b = sweep_grid.tokens_to_flags(["--use_dtpm", "no", "--dropout=0.10", "--lr", "0.001"],
                               actions, "t")
     assert a == b and list(a) != list(b)
-    assert sweep.config_hash(a) == sweep.config_hash(b)
+    assert sweep_grid.config_hash(a) == sweep_grid.config_hash(b)
     # pinned: changing the identity scheme would orphan every finished sweep run
-    assert sweep.config_hash({"lr": "0.001", "dropout": "0.1"}) == "1c5fda57"
-    assert sweep.config_hash({"lr": "0.001", "dropout": "0.1"}) == sweep.config_hash(
+    assert sweep_grid.config_hash({"lr": "0.001", "dropout": "0.1"}) == "1c5fda57"
+    assert sweep_grid.config_hash({"lr": "0.001", "dropout": "0.1"}) == sweep_grid.config_hash(
         {"dropout": "0.1", "lr": "0.001", "threads": "4", "results_root": "/x"})
-    assert sweep.config_hash({"lr": "0.001"}) != sweep.config_hash({"lr": "0.002"})
-    defaults = sweep.cli_defaults(actions)
-    assert sweep.config_hash({"lr": "0.001", "use_dtpm": "true"}, defaults) == \
-        sweep.config_hash({"lr": "0.001"}, defaults)
+    assert sweep_grid.config_hash({"lr": "0.001"}) != sweep_grid.config_hash({"lr": "0.002"})
+    defaults = sweep_grid.cli_defaults(actions)
+    assert sweep_grid.config_hash({"lr": "0.001", "use_dtpm": "true"}, defaults) == \
+        sweep_grid.config_hash({"lr": "0.001"}, defaults)
 
 
 def test_samples_are_seeded_and_in_grid_order(tmp_path):
-    configs, _ = sweep.expand(sweep.parse_sweep_file(write(tmp_path / "s.sh", SWEEP_TEXT)))
-    first = sweep.sample(configs, 5, seed=7)
-    assert [c.hash for c in first] == [c.hash for c in sweep.sample(configs, 5, seed=7)]
+    configs, _ = sweep_grid.expand(
+        sweep_spec.parse_sweep_file(write(tmp_path / "s.sh", SWEEP_TEXT)))
+    first = sweep_grid.sample(configs, 5, seed=7)
+    assert [c.hash for c in first] == [c.hash for c in sweep_grid.sample(configs, 5, seed=7)]
     assert len(first) == 5 and len({c.hash for c in first}) == 5
     order = [configs.index(c) for c in first]
     assert order == sorted(order)
-    others = [[c.hash for c in sweep.sample(configs, 5, seed=s)] for s in range(1, 6)]
+    others = [[c.hash for c in sweep_grid.sample(configs, 5, seed=s)] for s in range(1, 6)]
     assert any(o != [c.hash for c in first] for o in others)
-    assert sweep.sample(configs, 100, seed=0) == configs
-    assert sweep.sample(configs, None, seed=0) == configs
+    assert sweep_grid.sample(configs, 100, seed=0) == configs
+    assert sweep_grid.sample(configs, None, seed=0) == configs
 
 
 def test_dry_run_prints_one_command_per_unfinished_configuration(tmp_path):
@@ -173,9 +177,9 @@ def test_dry_run_prints_one_command_per_unfinished_configuration(tmp_path):
         return out.stdout.splitlines()
 
     lines = dry()
-    configs, _ = sweep.expand(sweep.parse_sweep_file(sweep_file), ["--epoch", "2"])
+    configs, _ = sweep_grid.expand(sweep_spec.parse_sweep_file(sweep_file), ["--epoch", "2"])
     assert len(lines) == len(configs) == 12
-    threads = max(1, sweep.cpu_count() // 2)
+    threads = max(1, sweep_runner.cpu_count() // 2)
     for line, config in zip(lines, configs):
         assert " -m src.training.main " in line
         assert line.endswith(f"--run_id sweep-{config.hash} --verbose 0 --threads {threads}")
@@ -243,7 +247,7 @@ def fake(tmp_path, monkeypatch):
 
 
 def run_sweep(sweep_file: Path, results: Path, *extra: str) -> int:
-    return sweep.main([str(sweep_file), "--results_root", str(results), "--runner",
+    return sweep_cli.main([str(sweep_file), "--results_root", str(results), "--runner",
                        "fakerunner", *extra])
 
 
@@ -295,7 +299,8 @@ def test_jobs_run_in_parallel(tmp_path, fake, monkeypatch):
         peak = max(peak, level)
     assert peak == 2                                            # two at once, never more
     assert elapsed < 4 * 1.0 + 1.5                             # faster than one at a time
-    assert {e["threads"] for e in fake["events"]("start")} == {str(max(1, sweep.cpu_count() // 2))}
+    assert {e["threads"] for e in fake["events"]("start")} == {
+        str(max(1, sweep_runner.cpu_count() // 2))}
 
 
 def test_sigterm_stops_running_children_cleanly(tmp_path, fake, monkeypatch):
@@ -303,9 +308,10 @@ def test_sigterm_stops_running_children_cleanly(tmp_path, fake, monkeypatch):
     monkeypatch.setenv("FAKE_SLEEP", "60")
     env = {**os.environ, "SER_SWEEP_PYTHON_MODULE": "fakerunner",
            "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ['PYTHONPATH']}"}
-    proc = subprocess.Popen([sys.executable, "-m", "src.utils.sweep", str(sweep_file), "-j", "2",
-                             "--results_root", str(fake["results"])], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "src.experiments.sweep_cli", str(sweep_file),
+                             "-j", "2", "--results_root", str(fake["results"])],
+                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.monotonic() + 20
     while len(fake["events"]("start")) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -362,8 +368,8 @@ def test_sigkill_mid_sweep_then_rerun_gives_the_uninterrupted_outputs(tmp_path, 
     monkeypatch.setenv("FAKE_QUICK_LR", "0.001")       # one configuration finishes before the kill
     env = {**os.environ, "SER_SWEEP_PYTHON_MODULE": "fakerunner",
            "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ['PYTHONPATH']}"}
-    proc = subprocess.Popen([sys.executable, "-m", "src.utils.sweep", str(sweep_file), "-j", "2",
-                             "--results_root", str(results)], cwd=REPO_ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "src.experiments.sweep_cli", str(sweep_file),
+                             "-j", "2", "--results_root", str(results)], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -474,14 +480,14 @@ def fake_results(tmp_path) -> Path:
 
 
 def test_collect_runs_kinds_and_columns(fake_results, capsys):
-    frame = analysis.collect_runs(fake_results, warn=print)
+    frame = collect.collect_runs(fake_results, warn=print)
     assert "skipped" in capsys.readouterr().out                 # the broken file
     kinds = dict(zip(frame["run_id"], frame["kind"]))
     assert kinds == {"emodb-mfcc": "train", "emodb-logmel": "train", "emodb-mfcc-test": "test",
                      "ravdess-mfcc": "train", "e2r-lmmd-s1": "train-lmmd",
                      "e2r-lmmd-s2": "train-lmmd", "e2r-lmmd-w1": "train-lmmd",
                      "e2r-none": "train-lmmd"}
-    for column in analysis.KEY_FLAGS + ("n_folds", "war_mean", "uar_std", "macro_f1_mean",
+    for column in collect.KEY_FLAGS + ("n_folds", "war_mean", "uar_std", "macro_f1_mean",
                                         "recall_angry", "recall_sad", "seconds_per_epoch",
                                         "peak_memory_mb", "finished"):
         assert column in frame.columns, column
@@ -495,7 +501,7 @@ def test_collect_runs_kinds_and_columns(fake_results, capsys):
 
 def test_analyze_results_tables_workbook_and_plots(fake_results, tmp_path):
     out = tmp_path / "analysis"
-    assert analysis.main_results(["--results_root", str(fake_results), "--out", str(out)]) == 0
+    assert analysis_cli.main_results(["--results_root", str(fake_results), "--out", str(out)]) == 0
     table = pd.read_csv(out / "summary.csv")
     assert list(table["run_id"][:3]) == ["emodb-logmel", "emodb-mfcc", "emodb-mfcc-test"]
     assert list(table["uar_mean"]) == sorted(table["uar_mean"], reverse=True)
@@ -510,9 +516,9 @@ def test_analyze_results_tables_workbook_and_plots(fake_results, tmp_path):
     header = [c.value for c in sheet[1]]
     assert sheet.cell(row=2, column=header.index("run_id") + 1).value == "emodb-logmel"
     assert sheet["A2"].font.bold and sheet["A2"].fill.fgColor.rgb.endswith(
-        analysis.HIGHLIGHT_FILL)
+        workbook.HIGHLIGHT_FILL)
     assert not sheet["A3"].font.bold and not sheet["A3"].fill.fgColor.rgb.endswith(
-        analysis.HIGHLIGHT_FILL)
+        workbook.HIGHLIGHT_FILL)
     cross = book["EMODB-to-RAVDESS MFCC"]
     assert cross.cell(row=2, column=header.index("run_id") + 1).value == "e2r-lmmd-s2"
 
@@ -554,11 +560,11 @@ def test_class_subsets_are_their_own_cross_corpus_setting(tmp_path):
     fake_run(tmp_path, "six", uar=0.30, war=0.30, f1=0.30, mode="train-lmmd", target="RAVDESS")
     fake_run(tmp_path, "five", uar=0.50, war=0.50, f1=0.50, mode="train-lmmd", target="RAVDESS",
              label_set="angry,happy,sad")
-    frame = analysis.collect_runs(tmp_path, warn=print)
+    frame = collect.collect_runs(tmp_path, warn=print)
     settings = frame.set_index("run_id")["setting"]
     assert settings["six"] == "EMODB->RAVDESS"
     assert settings["five"] == "EMODB->RAVDESS (3 classes)"
-    table = analysis.da_table(analysis.method_summary(frame))
+    table = tables.da_table(tables.method_summary(frame))
     lmmd = table[table["method"] == "lmmd"].set_index("direction")
     assert lmmd.loc["E->R", "UAR %"].startswith("30.00")
     assert lmmd.loc["E->R (3 classes)", "UAR %"].startswith("50.00")
@@ -571,10 +577,10 @@ def test_ablation_rows_keep_the_heads_apart(tmp_path):
              time_masks=0)
     fake_run(tmp_path, "timnet", uar=0.90, war=0.91, f1=0.89, use_dtpm=False,
              use_attention=False, head_units="none")
-    frame = analysis.collect_runs(tmp_path, warn=print)
-    _, _, components = analysis.ablation_tables(frame, "EMODB", "MFCC")
+    frame = collect.collect_runs(tmp_path, warn=print)
+    _, _, components = ablation.ablation_tables(frame, "EMODB", "MFCC")
     runs = dict(zip(components["row"], components["run"]))
-    assert runs["TCN only"] == analysis.NOT_RUN
+    assert runs["TCN only"] == tables.NOT_RUN
     assert runs["TCN only, softmax on the pooled features (TIM-Net)"] == "timnet"
     assert runs["TCN + DTPM + attention"] == "full"
     keys = frame.set_index("run_id")["config"]
@@ -588,20 +594,20 @@ def section(markdown: str, title: str) -> str:
 
 
 def test_confusion_comes_from_predictions(fake_results):
-    cm, names = analysis.confusion_from_predictions(fake_results / "emodb-mfcc")
+    cm, names = result_plots.confusion_from_predictions(fake_results / "emodb-mfcc")
     assert names == CLASSES
     assert cm.tolist() == [[3, 0, 1], [1, 2, 0], [0, 0, 3]]
 
 
 def test_filters_data_feature_and_since(fake_results, tmp_path):
     out = tmp_path / "a"
-    assert analysis.main_results(["--results_root", str(fake_results), "--out", str(out),
+    assert analysis_cli.main_results(["--results_root", str(fake_results), "--out", str(out),
                                   "--data", "ravdess"]) == 0
     assert list(pd.read_csv(out / "summary.csv")["run_id"]) == ["ravdess-mfcc"]
-    assert analysis.main_results(["--results_root", str(fake_results), "--out", str(out),
+    assert analysis_cli.main_results(["--results_root", str(fake_results), "--out", str(out),
                                   "--since", "2026-11-15"]) == 0
     assert list(pd.read_csv(out / "summary.csv")["run_id"]) == ["emodb-logmel"]
-    assert analysis.main_results(["--results_root", str(fake_results), "--out", str(out),
+    assert analysis_cli.main_results(["--results_root", str(fake_results), "--out", str(out),
                                   "--feature_type", "mfcc", "--kind", "train"]) == 0
     assert list(pd.read_csv(out / "summary.csv")["run_id"]) == ["emodb-mfcc", "ravdess-mfcc"]
 
@@ -615,20 +621,20 @@ def test_no_matching_runs_exit_1_with_a_clear_message(fake_results, tmp_path, ca
     assert out.returncode == 1
     assert f"{empty} holds no finished runs; run training first" in out.stderr
     assert "Traceback" not in out.stderr
-    assert analysis.main_results(["--results_root", str(fake_results), "--data", "IEMOCAP",
+    assert analysis_cli.main_results(["--results_root", str(fake_results), "--data", "IEMOCAP",
                                   "--since", "2026-01-01"]) == 1
     assert "holds no finished runs matching --data IEMOCAP --since 2026-01-01; run training " \
            "first" in capsys.readouterr().err
-    assert analysis.main_cross_corpus(["--results_root", str(fake_results), "--data",
+    assert analysis_cli.main_cross_corpus(["--results_root", str(fake_results), "--data",
                                        "RAVDESS"]) == 1
     assert "no finished train-lmmd runs matching --data RAVDESS" in capsys.readouterr().err
-    assert analysis.main_results(["--results_root", str(fake_results), "--since",
+    assert analysis_cli.main_results(["--results_root", str(fake_results), "--since",
                                   "yesterday"]) == 2
 
 
 def test_analyze_cross_corpus(fake_results, tmp_path):
     out = tmp_path / "cc"
-    assert analysis.main_cross_corpus(["--results_root", str(fake_results), "--out",
+    assert analysis_cli.main_cross_corpus(["--results_root", str(fake_results), "--out",
                                        str(out)]) == 0
     table = pd.read_csv(out / "cross_corpus.csv").set_index("method")
     assert set(table.index) == {"none", "lmmd"}
@@ -642,7 +648,7 @@ def test_analyze_cross_corpus(fake_results, tmp_path):
     assert (out / "plots" / "cross_corpus_methods.png").stat().st_size > 1000
     assert (out / "plots" / "cross_corpus_recall_EMODB-to-RAVDESS.png").is_file()
     # --aggregate all: every lmmd run, whatever its weight
-    assert analysis.main_cross_corpus(["--results_root", str(fake_results), "--out", str(out),
+    assert analysis_cli.main_cross_corpus(["--results_root", str(fake_results), "--out", str(out),
                                        "--aggregate", "all"]) == 0
     table = pd.read_csv(out / "cross_corpus.csv").set_index("method")
     assert table.loc["lmmd", "n_runs"] == 3
@@ -680,7 +686,7 @@ def test_tiny_real_sweep_then_analysis(tmp_path, monkeypatch):
     again = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert again.returncode == 0 and "2 already finished, 0 to run" in again.stdout
 
-    assert analysis.main_results(["--results_root", str(results)]) == 0
+    assert analysis_cli.main_results(["--results_root", str(results)]) == 0
     table = pd.read_csv(results / "analysis" / "summary.csv")
     assert sorted(table["run_id"]) == runs and set(table["kind"]) == {"train"}
     assert sorted(table["lr"]) == [0.003, 0.01]

@@ -81,6 +81,13 @@ class ExtractionConfig:
         return {"feature": feature, **{k: values[k] for k in per_feature[feature]}}
 
 
+def expected_frames(n_samples: int, config: ExtractionConfig) -> int:
+    """Frames that a centred STFT of `n_samples` samples yields (1 + n // hop for even n_fft):
+    the frame grid shared by every frame-level feature."""
+    pad = 2 * (config.n_fft // 2)
+    return 1 + (int(n_samples) + pad - config.n_fft) // config.hop_length
+
+
 def is_utterance_level(feature: str, config: ExtractionConfig | dict) -> bool:
     """True when `feature` made with `config` is one vector per utterance (stored as (1, dims)):
     openSMILE functionals. Every other feature is frame-level (frames, dims)."""

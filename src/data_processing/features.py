@@ -23,15 +23,12 @@ import numpy as np
 import scipy.fft
 
 from .audio import AudioError, load_audio
-from .config import ExtractionConfig
+from .config import FEATURE_TYPES, SMILE_FEATURES, ExtractionConfig
+from .config import expected_frames  # noqa: F401 - part of this module's interface
+from .hubert import HubertExtractor
+from .smile import extract_smile
 
 SPECTRAL_FEATURES = ("MFCC", "LogMel")
-
-
-def expected_frames(n_samples: int, config: ExtractionConfig) -> int:
-    """Frames that a centred STFT of `n_samples` samples yields (1 + n // hop for even n_fft)."""
-    pad = 2 * (config.n_fft // 2)
-    return 1 + (int(n_samples) + pad - config.n_fft) // config.hop_length
 
 
 @functools.lru_cache(maxsize=16)
@@ -100,9 +97,6 @@ def extract_arrays(y: np.ndarray, config: ExtractionConfig,
                    features: Iterable[str]) -> dict[str, np.ndarray]:
     """Spectral (MFCC, LogMel) and openSMILE (eGeMAPS, ComParE) features of one conditioned
     waveform: {feature: float32 (frames, dims), or (1, dims) for openSMILE functionals}."""
-    from .config import SMILE_FEATURES
-    from .smile import extract_smile
-
     names = check_features(features, SPECTRAL_FEATURES + SMILE_FEATURES)
     spectral = [n for n in names if n in SPECTRAL_FEATURES]
     out = extract_spectral(y, config, spectral) if spectral else {}
@@ -121,8 +115,6 @@ def extract_file(path: str | os.PathLike, config: ExtractionConfig,
     of one file have `expected_frames(len(y), config)` frames when config.hop_length is 320 at
     16 kHz; openSMILE functionals are (1, dims).
     """
-    from .config import FEATURE_TYPES
-
     names = check_features(features, FEATURE_TYPES)
     y = load_audio(path, config)
     out = extract_arrays(y, config, [n for n in names if n != "HuBERT"]) \
@@ -139,8 +131,6 @@ _HUBERT_CACHE: dict = {}
 
 def _cached_hubert(config: ExtractionConfig):
     """One HubertExtractor per (path, layer, chunking) per process, reused across files."""
-    from .hubert import HubertExtractor
-
     key = (config.hubert_path, config.hubert_layer, config.hubert_chunk_seconds)
     if key not in _HUBERT_CACHE:
         _HUBERT_CACHE.clear()  # keep at most one model in memory

@@ -25,7 +25,7 @@ import functools
 import numpy as np
 
 from .audio import AudioError
-from .config import SMILE_FEATURES, SMILE_LEVELS, ExtractionConfig
+from .config import SMILE_FEATURES, SMILE_LEVELS, ExtractionConfig, expected_frames
 
 SMILE_SETS = {"eGeMAPS": "eGeMAPSv02", "ComParE": "ComParE_2016"}
 
@@ -47,8 +47,6 @@ def smile_extractor(feature: str, level: str):
 def grid_times(n_samples: int, config: ExtractionConfig) -> np.ndarray:
     """(frames,) centre times in seconds of the project's frame grid for a signal of
     `n_samples` samples: t * hop / sr for t < 1 + n_samples // hop (a centred STFT's count)."""
-    from .features import expected_frames
-
     return np.arange(expected_frames(n_samples, config)) * config.hop_length / config.sample_rate
 
 
