@@ -127,8 +127,9 @@ def test_shipped_models_are_complete_and_small():
         assert config["export"]["command"].startswith("python -m src.training.main")
         assert set(config["extraction"]) == set(config["input_dims"])
         for fold in run.glob("fold_*"):
-            assert {"model.keras", "split.json", "result.json"} <= {p.name for p in
-                                                                   fold.iterdir()}
+            names = {p.name for p in fold.iterdir()}
+            assert {"split.json", "result.json"} <= names
+            assert names & {"model.keras", "model.skops"}
 
 
 @pytest.fixture(scope="module")
@@ -157,15 +158,18 @@ def _first_fold_copy(tmp: Path, run: str = "EMODB/MFCC") -> Path:
 
 def _extract_like(run: str, tmp: Path, dataset: str = "") -> Path:
     """Features of `dataset` (default: the run's corpus) made with the run's extraction
-    settings (MFCC runs)."""
+    settings (its streams, silence trimming and openSMILE level)."""
     from src.data_processing.run_data_processing import main as extract_main
 
     saved = json.loads((SHIPPED / run / "config.json").read_text())
-    trim = ["--trim_silence"] if saved["extraction"]["MFCC"]["trim_silence"] else []
+    streams = list(saved["extraction"])
+    settings = saved["extraction"][streams[0]]
+    extra = ["--trim_silence"] if settings["trim_silence"] else []
+    extra += ["--smile_level", settings.get("smile_level", "functionals")]
     root, dataset = tmp / "features", dataset or saved["dataset"]
     assert extract_main(["--dataset", dataset, "--raw_dir",
                          str(SHARED_DATA / dataset), "--features_root", str(root),
-                         "--features", "MFCC", "--no_progress", *trim]) == 0
+                         "--features", ",".join(streams), "--no_progress", *extra]) == 0
     return root
 
 
@@ -208,7 +212,8 @@ def test_predict_with_shipped_models_on_new_and_real_audio(emodb_features, tmp_p
         np.testing.assert_allclose(probs[row], stored["probs"][k], atol=1e-4)
 
 
-@pytest.mark.parametrize("run", ["EMODB-to-RAVDESS/MFCC", "RAVDESS-to-EMODB/MFCC"])
+@pytest.mark.parametrize("run", ["EMODB-to-RAVDESS/MFCC", "RAVDESS-to-EMODB/MFCC",
+                                 "RAVDESS-to-EMODB/eGeMAPS"])
 def test_shipped_adapted_model_reproduces_its_target_figures(run, tmp_path):
     source, target = run.split("/")[0].split("-to-")
     if not (SHIPPED / run / "config.json").exists():
@@ -219,7 +224,8 @@ def test_shipped_adapted_model_reproduces_its_target_figures(run, tmp_path):
     features = _extract_like(run, tmp_path, target)
     fold1 = _first_fold_copy(tmp_path, run)
     assert cli({"features": features}, tmp_path, "--mode", "test-cross-corpus", "--data",
-               source, "--feature_type", "MFCC", "--test_path", str(fold1)) == 0
+               source, "--feature_type", saved["run"]["feature_type"], "--test_path",
+               str(fold1)) == 0
     stored = json.loads((fold1 / "fold_01" / "result.json").read_text())["target"]["metrics"]
     again = json.loads((tmp_path / "results" / f"{saved['run_id']}-on-{target}" /
                         "metrics.json").read_text())
