@@ -117,7 +117,7 @@ def check_error(err: Exception, manifest: Path) -> None:
 @example(spec=(b"path,label\na.wav,angry,extra\nb.wav,sad,extra\n", {}))
 @example(spec=(b"path,label,speaker\na.wav\nb.wav,sad\n", {2: "a.wav"}))
 @example(spec=(b"path,label\n\n\na.wav,\nb.wav,sad\n", {4: "a.wav"}))
-@example(spec=("path,label\n\"x\ny.wav\",angry\na.wav,\n".encode(), {4: "a.wav"}))
+@example(spec=(b"path,label\n\"x\ny.wav\",angry\na.wav,\n", {4: "a.wav"}))
 @example(spec=(b"\xef\xbb\xbfpath,label\r\na.wav,angry\r\n", {}))
 @example(spec=("path,label\nä.wav,angry\n".encode("utf-16"), {}))
 @example(spec=(b"path,label\na.wav,angry\nb\xe9.wav,sad\n", {}))

@@ -389,8 +389,10 @@ def load_corpus(dataset: str, raw_dir: str | os.PathLike | None = None,
     EMODB/RAVDESS: the audio folder is found by `resolve_raw_dir(dataset, raw_dir)` and searched
     recursively for .wav files. CSV: `manifest` is a CSV file with columns `path,label` and
     optional `speaker` (missing -> "unknown") and `gender`; relative paths are relative to the
-    manifest's folder. Files listed in a manifest but missing on disk are kept here; extraction
-    reports them as failures. Skipped files are in `df.attrs["skipped"]`.
+    manifest's folder. The manifest is UTF-8 (a byte-order mark is fine) or UTF-16 with a
+    byte-order mark; rows without a path or label are skipped, a row with more fields than the
+    header is an error naming its line. Files listed in a manifest but missing on disk are kept
+    here; extraction reports them as failures. Skipped files are in `df.attrs["skipped"]`.
     """
     frame, _ = scan_corpus(dataset, raw_dir=raw_dir, manifest=manifest)
     return frame
