@@ -22,6 +22,8 @@ same file with another label) are skipped too and also listed in `df.attrs["fail
 """
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import re
@@ -240,10 +242,75 @@ def _manifest_duplicates(rows: list[dict], lines: list[int], skipped: list[tuple
 
 
 def _manifest_file_id(written: str) -> str:
-    """file_id for a manifest path: the path as written, no extension, '/' replaced by '__'."""
+    """file_id for a manifest path: the path as written, no extension, '/' replaced by '__';
+    "" for a path that names no file ("." , "/", "dir/..")."""
     posix = PurePosixPath(written.replace("\\", "/"))
+    if posix.name in ("", ".."):
+        return ""
     parts = [p for p in posix.with_suffix("").parts if p not in ("/", ".", "")]
     return "__".join(parts)
+
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _decode_manifest(manifest: Path, data: bytes) -> str:
+    """The manifest's text: UTF-8 (with or without a byte-order mark) or UTF-16 with one."""
+    if data.startswith(_UTF16_BOMS):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise CorpusError(f"cannot read manifest {manifest}: not UTF-16 text after its "
+                              f"UTF-16 byte-order mark ({exc.reason})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = len(re.findall(rb"\r\n|\r|\n", data[:exc.start])) + 1
+        raise CorpusError(f"manifest {manifest} line {line}: byte 0x{data[exc.start]:02x} is not "
+                          f"UTF-8 text; save the manifest as UTF-8") from None
+
+
+def _read_manifest(manifest: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(lower-cased header, [(line, {column: value})]) of a CSV manifest; `line` is the physical
+    line where the row starts (blank lines and quoted line breaks counted). A row with fewer
+    fields than the header gets "" for the rest; one with more is an error."""
+    try:
+        data = manifest.read_bytes()
+    except OSError as exc:
+        raise CorpusError(f"cannot read manifest {manifest}: {exc.strerror or exc}") from None
+    text = _decode_manifest(manifest, data)
+    if "\x00" in text:
+        line = len(re.findall(r"\r\n|\r|\n", text[:text.index("\x00")])) + 1
+        raise CorpusError(f"manifest {manifest} line {line}: contains a NUL character (not a "
+                          f"text file, or UTF-16 without a byte-order mark?)")
+    source = io.StringIO(text, newline="")
+    reader = csv.reader(source, skipinitialspace=True, strict=True)
+    header: list[str] | None = None
+    rows: list[tuple[int, dict]] = []
+    end = 0  # physical line the previous record ended on
+    try:
+        for fields in reader:
+            start, end = end + 1, reader.line_num
+            if not any(f.strip() for f in fields):
+                continue  # blank line
+            if header is None:
+                header = [f.strip().lower() for f in fields]
+                twice = sorted({c for c in header if c and header.count(c) > 1})
+                if twice:
+                    raise CorpusError(f"manifest {manifest} has column(s) {', '.join(twice)} "
+                                      f"twice (column names ignore case and spaces)")
+                continue
+            if len(fields) > len(header):
+                raise CorpusError(
+                    f"manifest {manifest} line {start}: {len(fields)} fields but the header has "
+                    f"{len(header)}; quote fields that contain commas")
+            fields = fields + [""] * (len(header) - len(fields))
+            rows.append((start, dict(zip(header, fields))))
+    except csv.Error as exc:
+        raise CorpusError(f"cannot read manifest {manifest}: line {end + 1}: {exc}") from None
+    if header is None:
+        raise CorpusError(f"manifest {manifest} is empty; it needs a header line path,label")
+    return header, rows
 
 
 def _scan_manifest(manifest: str | os.PathLike
@@ -251,29 +318,29 @@ def _scan_manifest(manifest: str | os.PathLike
     manifest = Path(manifest).expanduser()
     if not manifest.is_file():
         raise CorpusError(f"manifest {manifest} does not exist or is not a file")
-    try:
-        table = pd.read_csv(manifest, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise CorpusError(f"cannot read manifest {manifest}: {exc}") from None
-    table.columns = [str(c).strip().lower() for c in table.columns]
-    missing = [c for c in ("path", "label") if c not in table.columns]
+    columns, records = _read_manifest(manifest)
+    missing = [c for c in ("path", "label") if c not in columns]
     if missing:
         raise CorpusError(f"manifest {manifest} lacks column(s) {', '.join(missing)}; "
                           f"it needs path,label and optionally speaker,gender")
     base = manifest.resolve().parent
     rows, skipped, lines = [], [], []
-    for i, record in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
+    for i, record in records:
         written = str(record["path"]).strip()
         label = str(record["label"]).strip()
         if not written or not label:
             skipped.append((written or f"{manifest}:{i}", f"manifest line {i}: empty path or label"))
+            continue
+        file_id = _manifest_file_id(written)
+        if not file_id:
+            skipped.append((written, f"manifest line {i}: path {written!r} names no file"))
             continue
         path = Path(written).expanduser()
         if not path.is_absolute():
             path = base / path
         gender = str(record.get("gender", "")).strip().upper()[:1]
         rows.append({
-            "file_id": _manifest_file_id(written),
+            "file_id": file_id,
             "path": os.path.abspath(path),
             "label": canonical_label(label),
             "speaker": str(record.get("speaker", "")).strip() or "unknown",
@@ -322,8 +389,10 @@ def load_corpus(dataset: str, raw_dir: str | os.PathLike | None = None,
     EMODB/RAVDESS: the audio folder is found by `resolve_raw_dir(dataset, raw_dir)` and searched
     recursively for .wav files. CSV: `manifest` is a CSV file with columns `path,label` and
     optional `speaker` (missing -> "unknown") and `gender`; relative paths are relative to the
-    manifest's folder. Files listed in a manifest but missing on disk are kept here; extraction
-    reports them as failures. Skipped files are in `df.attrs["skipped"]`.
+    manifest's folder. The manifest is UTF-8 (a byte-order mark is fine) or UTF-16 with a
+    byte-order mark; rows without a path or label are skipped, a row with more fields than the
+    header is an error naming its line. Files listed in a manifest but missing on disk are kept
+    here; extraction reports them as failures. Skipped files are in `df.attrs["skipped"]`.
     """
     frame, _ = scan_corpus(dataset, raw_dir=raw_dir, manifest=manifest)
     return frame
