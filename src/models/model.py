@@ -273,6 +273,15 @@ def _check_inputs(input_dims, n_classes, norm_stats):
             raise ValueError(f"norm_stats[{name!r}] must be finite with variance >= 0")
 
 
+def _normalised(x, stream: str, norm_stats: dict):
+    """`x` standardised by layer f"norm_{stream}" with norm_stats[stream] = (mean, variance),
+    or unchanged when the stream has no statistics."""
+    if stream not in norm_stats:
+        return x
+    mean, variance = (np.asarray(v, dtype=np.float32) for v in norm_stats[stream])
+    return keras.layers.Normalization(mean=mean, variance=variance, name=f"norm_{stream}")(x)
+
+
 def _utterance_projection(inputs: dict, names: list[str], norm_stats: dict, width: int,
                           dropout: float):
     """Functional: utterance-level streams (B, 1, dim) -> (B, width) projected vector.
@@ -280,14 +289,8 @@ def _utterance_projection(inputs: dict, names: list[str], norm_stats: dict, widt
     v = concat(Normalization(stream)[:, 0]) -> Dropout(dropout) -> Dense(width) -> LayerNorm, so
     a 6373-dim ComParE vector enters the fused embedding at the same width and scale as the
     pooled temporal features."""
-    parts = []
-    for stream in names:
-        x = inputs[stream]
-        if stream in norm_stats:
-            mean, variance = (np.asarray(v, dtype=np.float32) for v in norm_stats[stream])
-            x = keras.layers.Normalization(mean=mean, variance=variance,
-                                           name=f"norm_{stream}")(x)
-        parts.append(FirstFrame(name=f"{stream}_vector")(x))
+    parts = [FirstFrame(name=f"{stream}_vector")(_normalised(inputs[stream], stream, norm_stats))
+             for stream in names]
     x = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="utterance_concat")(parts)
     x = keras.layers.Dropout(dropout, name="utterance_dropout")(x)
     x = keras.layers.Dense(width, name="utterance_projection")(x)
@@ -333,11 +336,7 @@ def build_model(input_dims: dict[str, int], n_classes: int, config: ModelConfig 
 
     streams = {}
     for stream in framed:
-        x = inputs[stream]
-        if stream in norm_stats:
-            mean, variance = (np.asarray(v, dtype=np.float32) for v in norm_stats[stream])
-            x = keras.layers.Normalization(mean=mean, variance=variance,
-                                           name=f"norm_{stream}")(x)
+        x = _normalised(inputs[stream], stream, norm_stats)
         if config.time_masks or config.freq_masks:
             x = SpecAugment(config.time_masks, config.freq_masks, config.time_mask_width,
                             config.freq_mask_width, name=f"{stream}_spec_augment")([x, lengths])

@@ -73,16 +73,20 @@ def apply_label_map(labels: list[str], label_map: str) -> list[str]:
     return [mapping.get(label, label) for label in labels]
 
 
+def chosen_labels(wanted: list[str], shared: list[str], between: str) -> list[str]:
+    """--label_set `wanted` (which must lie inside `shared`, else ExperimentError naming the
+    labels and `between`), or `shared` when none was given."""
+    missing = [w for w in wanted if w not in shared]
+    if missing:
+        raise ExperimentError(f"--label_set: {', '.join(missing)} not shared by {between} "
+                              f"(shared: {', '.join(shared)})")
+    return list(wanted) or shared
+
+
 def shared_class_names(cfg: RunConfig, target: str) -> list[str]:
     """Labels of both corpora (or --label_set, which must lie inside them)."""
     shared = shared_labels(_label_names(cfg.data, cfg), _label_names(target, cfg))
-    wanted = cfg.label_list()
-    if wanted:
-        missing = [w for w in wanted if w not in shared]
-        if missing:
-            raise ExperimentError(f"--label_set: {', '.join(missing)} not shared by {cfg.data} "
-                                  f"and {target} (shared: {', '.join(shared)})")
-        shared = wanted
+    shared = chosen_labels(cfg.label_list(), shared, f"{cfg.data} and {target}")
     if len(shared) < 2:
         raise ExperimentError(f"{cfg.data} and {target} share {len(shared)} labels "
                               f"({', '.join(shared) or 'none'}); cross-corpus training needs 2 "
@@ -430,13 +434,7 @@ def cross_corpus_results(cfg: RunConfig, saved: dict, folds: list[Path]
                                  "label_map": cfg.label_map or saved["run"].get("label_map", "")})
     target_labels = _label_names(target_data, probe)
     names = [c for c in model_names if c in target_labels]
-    wanted = cfg.label_list()
-    if wanted:
-        missing = [c for c in wanted if c not in names]
-        if missing:
-            raise ExperimentError(f"--label_set: {', '.join(missing)} not shared by the models' "
-                                  f"classes and {target_data} (shared: {', '.join(names)})")
-        names = wanted
+    names = chosen_labels(cfg.label_list(), names, f"the models' classes and {target_data}")
     if len(names) < 2:
         raise ExperimentError(f"the models' classes ({', '.join(model_names)}) and {target_data} "
                               f"share {len(names)} labels; nothing to evaluate")

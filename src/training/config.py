@@ -152,28 +152,13 @@ class RunConfig:
     def head_sizes(self) -> tuple[int, ...]:
         """--head_units as Dense sizes: "1024,512" -> (1024, 512); "none" -> () (softmax on
         the pooled features). Raises ValueError naming the flag on anything else."""
-        text = self.head_units.strip().lower()
-        if text in ("", "none", "0"):
+        if self.head_units.strip().lower() in ("", "none", "0"):
             return ()
-        try:
-            sizes = tuple(int(item) for item in text.split(","))
-        except ValueError:
-            sizes = ()
-        if not sizes or min(sizes) < 1:
-            raise ValueError(f"--head_units must be positive integers separated by commas, "
-                             f"or none; got {self.head_units!r}")
-        return sizes
+        return _positive_sizes("head_units", self.head_units, " or none")
 
     def mlp_sizes(self) -> tuple[int, ...]:
         """--mlp_units as Dense sizes: "256,128" -> (256, 128); ValueError naming the flag."""
-        try:
-            sizes = tuple(int(item) for item in self.mlp_units.split(","))
-        except ValueError:
-            sizes = ()
-        if not sizes or min(sizes) < 1:
-            raise ValueError(f"--mlp_units must be positive integers separated by commas; "
-                             f"got {self.mlp_units!r}")
-        return sizes
+        return _positive_sizes("mlp_units", self.mlp_units)
 
     def fold_numbers(self) -> tuple[int, ...]:
         """--folds as 1-based fold numbers: "3,5" -> (3, 5); "2-4" -> (2, 3, 4); "" -> () (all).
@@ -204,6 +189,18 @@ class RunConfig:
         prefix = "lmmd" if self.mode == "train-lmmd" else self.protocol
         target = f"-to-{self.target_data}" if self.mode == "train-lmmd" else ""
         return f"{self.data}{target}-{self.feature_type}-{prefix}-{self.run_hash()}"
+
+
+def _positive_sizes(flag: str, text: str, alternative: str = "") -> tuple[int, ...]:
+    """Comma-separated positive integers ("1024,512" -> (1024, 512)); ValueError naming --flag."""
+    try:
+        sizes = tuple(int(item) for item in text.strip().split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--{flag} must be positive integers separated by commas"
+                         f"{',' + alternative if alternative else ''}; got {text!r}")
+    return sizes
 
 
 def is_late_flag_at_default(name: str, value: Any) -> bool:
