@@ -8,13 +8,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import time
 from pathlib import Path
 
 import numpy as np
 
 from src.training.config import RunConfig
 from src.training.data import LENGTH_KEY, PAD_MULTIPLE, SERData, length_sorted_batches, make_dataset
+from src.training.callbacks import epoch_log, epoch_timer, stop_on_non_finite
 from src.utils import io
 
 
@@ -174,57 +174,6 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-def _stop_on_non_finite():
-    import keras
-
-    class StopOnNonFinite(keras.callbacks.Callback):
-        """Stop with a clear message when the loss turns NaN/Inf (weights restored by caller)."""
-
-        def on_epoch_end(self, epoch, logs=None):
-            loss = (logs or {}).get("loss")
-            # Keras clips probabilities inside the loss, so NaN activations can leave a finite
-            # loss while the weights are already NaN: check both.
-            bad_loss = loss is not None and not np.isfinite(loss)
-            if bad_loss or not all(np.isfinite(w).all() for w in self.model.get_weights()):
-                self.model.stop_training = True
-                self.bad_epoch = epoch + 1
-
-    return StopOnNonFinite()
-
-
-def epoch_timer():
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.times = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.times.append(time.perf_counter() - self._start)
-
-    return EpochTimer()
-
-
-def epoch_log(fold_dir: Path | None, tensorboard: bool = False) -> list:
-    """[CSVLogger] writing each epoch's losses and metrics to fold_dir/history.csv as training
-    goes (a long `--verbose 0` run can be watched with `tail -f`), plus with `tensorboard` a
-    Keras TensorBoard callback logging to fold_dir/tensorboard (losses, domain loss, lambda,
-    learning rate); [] without a fold_dir."""
-    import keras
-
-    if fold_dir is None:
-        return []
-    fold_dir.mkdir(parents=True, exist_ok=True)
-    callbacks = [keras.callbacks.CSVLogger(str(fold_dir / "history.csv"))]
-    if tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(fold_dir / "tensorboard"),
-                                                     write_graph=False))
-    return callbacks
-
-
 def fit_model(model, train: SERData, val: SERData | None, cfg: RunConfig, seed: int,
               fold_dir: Path | None = None):
     """Train `model` in place with early stopping (per-epoch log in fold_dir/history.csv);
@@ -247,7 +196,7 @@ def fit_model(model, train: SERData, val: SERData | None, cfg: RunConfig, seed: 
         steps = {"steps_per_epoch": int(np.ceil(train.n / cfg.batch_size)),
                  "validation_steps": int(np.ceil(val.n / cfg.batch_size)) if val else None}
         built = _keras_distribution_fixes(model, n_classes)
-    timer, guard = epoch_timer(), _stop_on_non_finite()
+    timer, guard = epoch_timer(), stop_on_non_finite()
     callbacks = [timer, guard, *epoch_log(fold_dir, cfg.tensorboard)]
     monitor = cfg.monitor if val is not None else cfg.monitor.replace("val_", "")
     if cfg.patience > 0:
