@@ -83,5 +83,6 @@ def extract_smile(y: np.ndarray, config: ExtractionConfig, feature: str) -> np.n
 
 
 def smile_feature_names(feature: str, level: str) -> list[str]:
-    """openSMILE's column names of `feature` at `level` (e.g. 'F0semitoneFrom27.5Hz_sma3nz_amean')."""
+    """openSMILE's column names of `feature` at `level`
+    (e.g. 'F0semitoneFrom27.5Hz_sma3nz_amean')."""
     return list(smile_extractor(feature, level).feature_names)

@@ -339,8 +339,8 @@ def dispatch(cfg: RunConfig):
 
 def read_config_file(path: str, parser: argparse.ArgumentParser) -> dict:
     """Flag values from a YAML (.yaml/.yml) or TOML (.toml) file: a mapping of flag names
-    (with or without the leading --, dashes or underscores; any RunConfig field) to values. Exits with one line
-    naming the file on a missing/unreadable file or an unknown flag."""
+    (with or without the leading --, dashes or underscores; any RunConfig field) to values.
+    Exits with one line naming the file on a missing/unreadable file or an unknown flag."""
     import dataclasses
     import tomllib
 
