@@ -9,12 +9,11 @@ from typing import Any
 
 import pandas as pd
 
-from src.training.config import RunConfig
+from src.training.config import OTHER_CORPUS, RunConfig
 
 from .collect import CROSS_KINDS, short_setting
 from .tables import NOT_RUN, best_run, metric_cells
 
-OTHER_CORPUS = {"EMODB": "RAVDESS", "RAVDESS": "EMODB"}
 
 
 def _truthy(value: Any) -> bool:

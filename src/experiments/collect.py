@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from src.training.config import is_late_flag_at_default
+from src.training.config import ADAPTATION_ONLY, BOOKKEEPING, is_late_flag_at_default
 
 #: Flags shown as columns (from metrics.json "flags"; top-level keys win where both exist).
 KEY_FLAGS = ("data", "feature_type", "preset", "lr", "dropout", "filter_size", "dilation_size",
@@ -34,11 +34,10 @@ KEY_FLAGS = ("data", "feature_type", "preset", "lr", "dropout", "filter_size", "
              "use_dtpm", "use_attention", "block", "lmmd_weight", "da_method", "target_data")
 EXTRA_FLAGS = ("mode", "fusion_streams", "split_fold", "max_folds", "random_seed", "head_units")
 METRICS = ("war", "uar", "macro_f1", "macro_precision", "macro_recall")
-DA_ONLY = ("lmmd_weight", "da_method", "target_data")
+DA_ONLY = tuple(k for k in KEY_FLAGS if k in ADAPTATION_ONLY)  # DA columns, blank for train
 CROSS_KINDS = ("train-lmmd", "cross-test")
 #: Flags that do not define a configuration (seeds are averaged over).
-NOT_CONFIG = {"run_id", "random_seed", "results_root", "models_root", "features_root", "verbose",
-              "threads", "overwrite", "visualize", "test_path", "audio", "output"}
+NOT_CONFIG = BOOKKEEPING | {"random_seed"}
 
 
 class NoRuns(Exception):

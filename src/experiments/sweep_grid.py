@@ -21,6 +21,7 @@ import shlex
 from pathlib import Path
 from typing import Any, Sequence
 
+from src.training.config import ADAPTATION_ONLY, BOOKKEEPING
 from src.training.main import build_parser  # light: no TensorFlow import
 
 from .sweep_spec import VARIANTS_KEY, SweepError, SweepSpec
@@ -28,13 +29,11 @@ from .sweep_spec import VARIANTS_KEY, SweepError, SweepSpec
 DEFAULT_MODULE = "src.training.main"
 
 #: Flags that do not change what is trained: left out of a configuration's identity.
-NOT_IN_IDENTITY = frozenset({"results_root", "models_root", "features_root", "verbose", "threads",
-                             "run_id"})
+NOT_IN_IDENTITY = BOOKKEEPING
 #: Flags that the sweep sets itself.
 RESERVED = frozenset({"run_id"})
 #: Flags that only `--mode train-lmmd` reads; dropped from `--mode train` configurations.
-DA_ONLY = frozenset({"target_data", "da_method", "lmmd_weight", "kernel_mul", "kernel_num",
-                     "fix_sigma", "pseudo_label", "confidence", "domain_norm", "label_map"})
+DA_ONLY = ADAPTATION_ONLY
 
 
 def _cli_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ import numpy as np
 from src.data_processing.corpora import shared_labels
 from src.training.callbacks import (collapse_guard, epoch_log, epoch_selector,  # noqa: F401
                                     epoch_timer, label_free_score)
-from src.training.config import RunConfig
+from src.training.config import OTHER_CORPUS, RunConfig
 from src.training.data import (SERData, load_ser_data, make_dataset, speaker_groups,
                                 standardise_groups, stream_names, utterance_matrix)
 from src.training.estimators import (CLASSIC_MODELS, KerasEstimator, check_model_input,
@@ -35,7 +35,6 @@ from src.utils import io
 
 log = logging.getLogger(__name__)
 
-OTHER_CORPUS = {"EMODB": "RAVDESS", "RAVDESS": "EMODB"}
 
 
 # ---------------------------------------------------------------------------- data

@@ -13,10 +13,22 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Flags that do not change what is trained (paths, display, bookkeeping) stay out of the run id.
-_NOT_IN_RUN_ID = {"mode", "visualize", "test_path", "audio", "output", "features_root",
-                  "results_root", "models_root", "run_id", "overwrite", "verbose",
-                  "distribute", "threads", "jit", "folds", "tensorboard", "config"}
+# The one list of flags that do not change what is trained (paths, display, hardware,
+# bookkeeping): out of the run id, of a sweep configuration's identity and of the configuration
+# columns of the analysis; `export.training_command` keeps the hardware ones.
+BOOKKEEPING = frozenset({"visualize", "test_path", "audio", "output", "features_root",
+                         "results_root", "models_root", "run_id", "overwrite", "verbose",
+                         "distribute", "threads", "jit", "folds", "tensorboard", "config"})
+HARDWARE = frozenset({"distribute", "threads", "jit", "folds"})
+# Flags that only `--mode train-lmmd` reads.
+ADAPTATION_ONLY = frozenset({"target_data", "da_method", "lmmd_weight", "kernel_mul",
+                             "kernel_num", "fix_sigma", "pseudo_label", "confidence",
+                             "domain_norm", "label_map", "da_warmup", "collapse_guard",
+                             "target_entropy", "select_epoch"})
+# The mode is the run id's prefix (`default_run_id`), not part of its hash.
+_NOT_IN_RUN_ID = BOOKKEEPING | {"mode"}
+# Default target of each corpus in cross-corpus modes.
+OTHER_CORPUS = {"EMODB": "RAVDESS", "RAVDESS": "EMODB"}
 # Flags added after runs were published: left out of the run id while at their default, so the
 # ids (and resumable runs) made before they existed stay the same.
 _IN_RUN_ID_WHEN_SET = {"time_masks", "freq_masks", "time_mask_width", "freq_mask_width",

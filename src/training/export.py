@@ -24,16 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from src.training.config import RunConfig
+from src.training.config import BOOKKEEPING, HARDWARE, RunConfig
 from src.utils import io as sio
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_ENTRY = "model.weights.h5"
 # RunConfig fields that are bookkeeping of the training machine, not part of the recipe.
-_NOT_IN_COMMAND = {"test_path", "audio", "output", "features_root", "results_root",
-                   "models_root", "overwrite", "verbose", "visualize", "config",
-                   "tensorboard"}
+# Paths and display flags: not part of the recipe (hardware flags and the run id are kept).
+_NOT_IN_COMMAND = BOOKKEEPING - HARDWARE - {"run_id"}
 
 
 def compact_model_file(src: Path, dst: Path, weights_dtype: str = "float16") -> None:
