@@ -208,15 +208,11 @@ def run_predict(cfg: RunConfig) -> pd.DataFrame:
             print(f"failures written to {cfg.output}")
         raise
     probs = np.mean([load_estimator(f, names).predict_proba(data) for f in folds], axis=0)
-    table = pd.DataFrame({"file": data.file_ids,
-                          "emotion": [names[i] for i in probs.argmax(axis=1)]})
-    for i, name in enumerate(names):
-        table[name] = probs[:, i].round(4)
+    table = _prediction_table(paths, names, dict(zip(data.file_ids, probs)), failures)
     with pd.option_context("display.max_rows", None, "display.width", 200):
-        print(table.to_string(index=False))
+        print(table.drop(columns="reason").dropna().to_string(index=False))
     for path, reason in failures:
         print(f"skipped {path}: {reason}")
-    table = _prediction_table(paths, names, dict(zip(data.file_ids, probs)), failures)
     if cfg.output:
         io.write_csv(cfg.output, table)
         print(f"predictions written to {cfg.output}")
