@@ -150,3 +150,24 @@ def test_classic_models_run_cross_corpus_without_adaptation_only(corpora, tmp_pa
                str(model_dir)) == 0
     again = json.loads((tmp_path / "results" / "lr-on-SHIFTED" / "metrics.json").read_text())
     assert again["uar_mean"] == pytest.approx(trained["uar_mean"], abs=1e-9)
+
+
+def test_mean_entropy_matches_numpy():
+    import keras
+
+    from src.models.adaptation import mean_entropy
+
+    probs = np.array([[0.5, 0.5], [0.9, 0.1], [1.0, 0.0]], np.float32)
+    expected = np.mean([-(p * np.log(p + 1e-8)).sum() for p in probs])
+    assert float(keras.ops.convert_to_numpy(mean_entropy(probs))) == pytest.approx(expected,
+                                                                                     rel=1e-5)
+
+
+def test_target_entropy_term_is_trained_and_logged(corpora, tmp_path):
+    assert run(corpora, tmp_path, "--mode", "train-lmmd", "--model", "mlp", "--epoch", "2",
+               "--da_method", "none", "--target_entropy", "0.5", "--run_id", "ent", *FAST) == 0
+    history = json.loads((tmp_path / "models" / "EMODB" / "eGeMAPS" / "ent" / "fold_01" /
+                          "result.json").read_text())["history"]
+    # the target passes through the model only for the entropy term (no domain term here)
+    assert all(0 < h <= np.log(3) for h in history["target_entropy"])
+    assert history["da_loss"] == [0.0, 0.0]

@@ -64,3 +64,14 @@ def test_missing_config_file_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_config(["--config", str(tmp_path / "nope.yaml")], build_parser())
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_tensorboard_writes_event_files_per_fold(synthetic_features, tmp_path):
+    from tests.synthetic import TINY, cli
+
+    assert cli(synthetic_features, tmp_path, "--mode", "train", "--epoch", "1", "--split_fold",
+               "2", "--max_folds", "1", "--tensorboard", "--run_id", "tb", *TINY) == 0
+    logs = tmp_path / "models" / "EMODB" / "MFCC" / "tb" / "fold_01" / "tensorboard"
+    assert list(logs.rglob("events.out.tfevents.*"))
+    run_yaml = tmp_path / "models" / "EMODB" / "MFCC" / "tb" / "run.yaml"
+    assert "tensorboard" in run_yaml.read_text()  # saved beside the run, reusable as --config

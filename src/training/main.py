@@ -5,6 +5,7 @@ This module only parses flags into a RunConfig and calls the function for the mo
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import math
 import os
@@ -268,6 +269,9 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
         (cfg.label_map and not os.path.isfile(cfg.label_map),
          f"--label_map {cfg.label_map}: no such file (a JSON file {{\"from\": \"to\", ...}})"),
     ]
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        checks.append((True, "--tensorboard needs the tensorboard package "
+                             "(pip install -r requirements.txt)"))
     for failed, message in checks:
         if failed:
             parser.error(message)
