@@ -146,6 +146,7 @@ def extract_for_models(paths: list[Path], saved: dict) -> tuple[SERData, list[tu
 
     streams = list(saved["input_dims"])
     configs = {s: ExtractionConfig.from_dict(saved["extraction"][s]) for s in streams}
+    framed = [s for s in streams if not is_utterance_level(s, configs[s])]
     per_stream: dict[str, list[np.ndarray]] = {s: [] for s in streams}
     kept, failures = [], []
     for path in paths:
@@ -156,7 +157,6 @@ def extract_for_models(paths: list[Path], saved: dict) -> tuple[SERData, list[tu
         except (AudioError, OSError, ValueError) as err:
             failures.append((str(path), str(err)))
             continue
-        framed = [s for s in streams if not is_utterance_level(s, configs[s])]
         n = min([arrays[s].shape[0] for s in framed] or [1])
         for stream in streams:
             per_stream[stream].append(arrays[stream][:n] if stream in framed
@@ -167,7 +167,6 @@ def extract_for_models(paths: list[Path], saved: dict) -> tuple[SERData, list[tu
                                  "; ".join(f"{p}: {r}" for p, r in failures))
         error.failures = failures
         raise error
-    framed = [s for s in streams if not is_utterance_level(s, configs[s])]
     lengths = np.array([a.shape[0] for a in per_stream[framed[0]]] if framed
                        else [1] * len(kept), dtype=np.int32)
     max_frames = saved["run"].get("max_frames", 0)
