@@ -117,15 +117,14 @@ def set_threads(threads: int) -> None:
 
 
 def train_config(preset: str, epochs: int, batch_size: int = BATCH_SIZE):
-    """RunConfig as the CLI builds it for `--preset preset` (architecture flags from the
-    preset), with early stopping off and quiet fitting."""
-    from src.models.model import PRESETS
+    """RunConfig as the CLI builds it for `--preset preset` (model and schedule flags from the
+    preset), with `epochs`, `batch_size`, early stopping off and quiet fitting."""
+    from src.training import presets
     from src.training.config import RunConfig
-    from src.training.main import ARCHITECTURE_FLAGS
 
-    arch = {name: getattr(PRESETS[preset], name) for name in ARCHITECTURE_FLAGS}
-    return RunConfig(preset=preset, epoch=epochs, batch_size=batch_size, patience=0,
-                     verbose=0, **arch)
+    values = {**presets.preset_values(preset), "epoch": epochs, "batch_size": batch_size,
+              "patience": 0}
+    return RunConfig(preset=preset, verbose=0, **values)
 
 
 def load_data(feature: str, features_root: str | Path):

@@ -40,7 +40,7 @@ def run(features: Path, out: Path, *args: str) -> int:
 def fold_weights(out: Path, run_id: str) -> list[np.ndarray]:
     import keras
 
-    import src.models.layers  # noqa: F401
+    import src.models.model  # noqa: F401
 
     model = keras.models.load_model(out / "models" / "EMODB" / "MFCC" / run_id / "fold_01" /
                                     "model.keras")

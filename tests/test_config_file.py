@@ -2,6 +2,7 @@
 ids that stay stable for runs made before new flags existed."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from src.training.config import RunConfig
@@ -75,3 +76,50 @@ def test_tensorboard_writes_event_files_per_fold(synthetic_features, tmp_path):
     assert list(logs.rglob("events.out.tfevents.*"))
     run_yaml = tmp_path / "models" / "EMODB" / "MFCC" / "tb" / "run.yaml"
     assert "tensorboard" in run_yaml.read_text()  # saved beside the run, reusable as --config
+
+
+def test_presets_set_model_and_schedule_flags_once_and_flags_override_them(tmp_path):
+    from src.training.presets import PRESET_FLAGS, preset_values
+
+    timnet = parse_config(["--preset", "timnet"], build_parser())
+    assert (timnet.lr, timnet.lr_schedule, timnet.clipnorm, timnet.batch_size, timnet.epoch,
+            timnet.patience, timnet.val_fraction, timnet.fold_seed) == \
+        (1e-3, "constant", 0.0, 64, 500, 0, 0.0, 46)
+    assert (timnet.filter_size, timnet.block, timnet.level_weights, timnet.use_dtpm,
+            timnet.use_attention, timnet.head_units) == (39, "gated", "linear", False, False,
+                                                         "none")
+    seed = RunConfig()
+    default = parse_config([], build_parser())
+    assert all(getattr(default, flag) == getattr(seed, flag) for flag in PRESET_FLAGS)
+    light = parse_config(["--preset", "light"], build_parser())
+    assert (light.filter_size, light.lr, light.use_dtpm) == (39, seed.lr, True)
+    given = parse_config(["--preset", "timnet", "--epoch", "20", "--use_dtpm", "true",
+                          "--lr_schedule", "cosine"], build_parser())
+    assert (given.epoch, given.use_dtpm, given.lr_schedule, given.batch_size) == \
+        (20, True, "cosine", 64)
+    (tmp_path / "exp.yaml").write_text("preset: timnet\nbatch_size: 16\n")
+    from_file = parse_config(["--config", str(tmp_path / "exp.yaml")], build_parser())
+    assert (from_file.preset, from_file.batch_size, from_file.lr) == ("timnet", 16, 1e-3)
+    assert preset_values("timnet")["head_units"] == "none"
+    from src.training.report import FIXED_SCHEDULE_NOTE, HONEST_NOTE, selection_note
+
+    assert selection_note(timnet.to_dict()) == FIXED_SCHEDULE_NOTE  # the report says so
+    assert selection_note(default.to_dict()) == HONEST_NOTE
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_values("tiny")
+
+
+def test_fold_seed_picks_the_shuffled_kfold_split():
+    from sklearn.model_selection import KFold
+
+    from src.training.experiment import make_folds
+
+    class Corpus:
+        n = 40
+
+    for seed in (42, 46):
+        ours = make_folds(Corpus(), "kfold", 10, fold_seed=seed)
+        theirs = list(KFold(10, shuffle=True, random_state=seed).split(range(40)))
+        assert all(np.array_equal(a[1], b[1]) for a, b in zip(ours, theirs))
+    assert not np.array_equal(make_folds(Corpus(), "kfold", 10, fold_seed=42)[0][1],
+                              make_folds(Corpus(), "kfold", 10, fold_seed=46)[0][1])

@@ -14,6 +14,7 @@ import pytest
 from src.training.config import RunConfig
 from src.training.export import export_run, main as export_main, training_command
 from src.training.main import build_parser, config_from_args
+from src.training.presets import preset_values
 from tests.conftest import REPO_ROOT, SHARED_DATA, write_wav
 from tests.synthetic import TINY, cli
 
@@ -31,7 +32,7 @@ def trained_run(synthetic_features, tmp_path_factory) -> dict:
 def _load(path: Path):
     import keras
 
-    import src.models.layers  # noqa: F401  registers the custom layers
+    import src.models.model  # noqa: F401  registers the custom layers
 
     return keras.saving.load_model(path)
 
@@ -244,9 +245,10 @@ _NON_DEFAULT = {"mode": "train-lmmd", "data": "RAVDESS", "feature_type": "FUSION
                 "dropout": 0.25, "val_fraction": 0.2, "time_mask_width": 0.3,
                 "freq_mask_width": 0.3, "beta1": 0.8, "beta2": 0.9, "confidence": 0.7,
                 "model": "mlp", "mlp_units": "64,32", "frame_pooling": "mean_std",
-                "select_epoch": "label_free", "mlp_dropout": 0.5}
+                "select_epoch": "label_free", "mlp_dropout": 0.5, "lr_schedule": "constant",
+                "level_weights": "linear"}
 # Fields that have no command-line flag (set only by code that builds a RunConfig).
-_WITHOUT_FLAG = {"min_lr", "clipnorm"}
+_WITHOUT_FLAG = {"min_lr"}
 
 
 def _round_trip(cfg: RunConfig) -> RunConfig:
@@ -291,4 +293,8 @@ def test_training_command_keeps_every_non_default_flag():
     light_wide = RunConfig(preset="light", filter_size=128, kernel_size=3, block="residual",
                            dropout=0.4, stack_size=3, dilation_size=8)
     assert _recipe(_round_trip(light_wide)) == _recipe(light_wide)
+    timnet = RunConfig(**{**preset_values("timnet"), "preset": "timnet", "epoch": 20})
+    command = training_command(timnet.to_dict())
+    assert "--epoch 20" in command and "--lr" not in command and "--use_dtpm" not in command
+    assert _recipe(_round_trip(timnet)) == _recipe(timnet)
     assert "--collapse_guard false" in training_command(RunConfig(collapse_guard=False).to_dict())

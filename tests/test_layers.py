@@ -1,21 +1,21 @@
-"""Unit tests of the custom layers in src/models/layers.py (NumPy references, padding, configs)."""
+"""Unit tests of the custom layers of src/models (layers, pooling, augment): NumPy references,
+padding, configs."""
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from src.models.augment import SpecAugment
 from src.models.layers import (
-    MaskedMeanPooling,
     PaddingAttentionMask,
     ReverseValid,
-    SpecAugment,
     StreamWeights,
     TemporalBlock,
-    TemporalPyramidPooling,
     WeightLayer,
     ZeroPadded,
     length_mask,
 )
+from src.models.pooling import MaskedMeanPooling, TemporalPyramidPooling
 
 
 @pytest.fixture(autouse=True)
@@ -177,6 +177,23 @@ def test_weight_layer_uniform_init_and_softmax():
     stacked.logits.assign(logits)
     np.testing.assert_allclose(stacked(np.stack(levels, axis=1)).numpy(), expected,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_linear_weight_layer_is_tim_nets_unnormalised_weighted_sum():
+    rng = np.random.default_rng(10)
+    levels = [rng.normal(size=(2, 5, 3)).astype(np.float32) for _ in range(4)]
+    layer = WeightLayer("linear")
+    layer(levels)
+    initial = layer.level_weights()
+    assert np.all(np.abs(initial) <= 0.05) and np.ptp(initial) > 0  # U(-0.05, 0.05)
+    w = np.array([0.5, -1.0, 2.0, 0.0], np.float32)  # not normalised, negative allowed
+    layer.logits.assign(w)
+    np.testing.assert_allclose(layer.level_weights(), w)
+    np.testing.assert_allclose(layer(levels).numpy(), sum(wk * lv for wk, lv in zip(w, levels)),
+                               rtol=1e-5, atol=1e-6)
+    assert WeightLayer.from_config(layer.get_config()).normalize == "linear"
+    with pytest.raises(ValueError, match="level weighting"):
+        WeightLayer("sigmoid")
 
 
 def test_stream_weights():

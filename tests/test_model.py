@@ -186,10 +186,37 @@ def test_config_dict_round_trip_and_presets():
         (39, 2, 1, 8)
 
 
+def test_timnet_preset_is_tim_nets_classifier_on_linearly_weighted_pooled_levels():
+    """TIM-Net: softmax(Dense(sum_k w_k * GAP(fwd_k + bwd_k))) with unconstrained w, no
+    attention, pyramid or head (the mean over time does not depend on re-reversing bwd_k)."""
+    config = PRESETS["timnet"]
+    assert (config.filter_size, config.kernel_size, config.stack_size, config.dilation_size,
+            config.block, config.level_weights, config.head_units) == \
+        (39, 2, 1, 8, "gated", "linear", ())
+    assert not config.use_dtpm and not config.use_attention
+    model = build_model({"MFCC": 6}, 4, config)
+    names = {layer.name for layer in model.layers}
+    assert not names & {"temporal_attention", "pyramid_pooling", "head_dense0"}
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 20, 6)).astype(np.float32)
+    inputs = {"MFCC": x, "length": np.full(3, 20, np.int32)}
+    levels = keras.Model(model.inputs, [model.get_layer(f"tcn_level{k}").output
+                                        for k in range(8)])(inputs)
+    w = model.get_layer("level_weights").level_weights()
+    assert np.all(np.abs(w) <= 0.05)
+    pooled = sum(wk * np.asarray(h).mean(axis=1) for wk, h in zip(w, levels))
+    kernel, bias = model.get_layer("probabilities").get_weights()
+    logits = pooled @ kernel + bias
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(model(inputs)), expected, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("overrides,message", [
     (dict(kernel_size=0), "kernel_size"),
     (dict(filter_size=-3), "filter_size"),
     (dict(block="lstm"), "unknown block type"),
+    (dict(level_weights="sum"), "unknown level weighting"),
     (dict(activation="frobnicate"), "unknown activation"),
     (dict(dropout=1.0), "dropout"),
     (dict(head_units=(64, 0)), "head_units"),

@@ -464,3 +464,21 @@ def test_ctrl_c_while_importing_tensorflow_is_one_line_and_130(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert proc.returncode == 130, proc.stderr
     assert "interrupted" in _one_line(proc.stderr)
+
+
+def test_learning_rate_schedule_and_clipping_follow_the_flags():
+    import keras
+
+    from src.training.fitting import make_optimizer
+
+    cosine = make_optimizer(RunConfig(lr=1e-3, min_lr=1e-5, epoch=10), steps_per_epoch=5)
+    assert isinstance(cosine._learning_rate, keras.optimizers.schedules.CosineDecay)
+    decay = cosine._learning_rate
+    assert float(decay(0)) == pytest.approx(1e-3)
+    assert float(decay(50)) == pytest.approx(1e-5, rel=1e-3)  # min_lr after epoch * steps
+    assert float(decay(25)) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5), rel=1e-3)
+    assert cosine.clipnorm == 1.0
+    constant = make_optimizer(RunConfig(lr=1e-3, lr_schedule="constant", clipnorm=0.0),
+                              steps_per_epoch=5)
+    assert float(keras.ops.convert_to_numpy(constant.learning_rate)) == pytest.approx(1e-3)
+    assert constant.clipnorm is None

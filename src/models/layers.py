@@ -12,7 +12,8 @@ and may hold anything. The layers here take ``lengths`` (B,) int explicitly (no 
 * ``ReverseValid`` reverses only the valid frames (``tf.reverse_sequence``), so the time-reversed
   sequence keeps its padding at the end and the backward direction is causal over the same
   valid frames.
-* Pooling layers (``MaskedMeanPooling``, ``TemporalPyramidPooling``) average valid frames only.
+* Pooling layers (``MaskedMeanPooling``, ``TemporalPyramidPooling`` in src.models.pooling)
+  average valid frames only.
 
 Together these make the model's inference output independent of how much padding follows an
 utterance and of what the padding contains. (In training mode BatchNormalization batch
@@ -23,34 +24,34 @@ All layers are registered under the ``ser`` package, so a model saved as ``.kera
 """
 from __future__ import annotations
 
-from typing import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 BLOCK_TYPES = ("residual", "gated")
+LEVEL_WEIGHTINGS = ("softmax", "linear")
 
 __all__ = [
     "BLOCK_TYPES",
     "length_mask",
+    "clipped_lengths",
+    "zero_padding",
+    "check_int",
     "validate_activation",
     "TemporalBlock",
     "ReverseValid",
     "ZeroPadded",
     "PaddingAttentionMask",
-    "MaskedMeanPooling",
     "WeightLayer",
     "StreamWeights",
-    "TemporalPyramidPooling",
-    "SpecAugment",
 ]
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def _clipped_lengths(lengths, time_steps):
+def clipped_lengths(lengths, time_steps):
     """lengths (B,) or (B, 1) any int/float -> int32 (B,) clipped to [0, time_steps]."""
     lengths = tf.reshape(tf.cast(lengths, tf.int32), [-1])
     return tf.clip_by_value(lengths, 0, tf.cast(time_steps, tf.int32))
@@ -66,7 +67,7 @@ def length_mask(lengths, time_steps):
     Returns:
         bool (B, T): ``mask[b, t] = t < lengths[b]``.
     """
-    return tf.sequence_mask(_clipped_lengths(lengths, time_steps), time_steps)
+    return tf.sequence_mask(clipped_lengths(lengths, time_steps), time_steps)
 
 
 def validate_activation(activation):
@@ -81,7 +82,7 @@ def validate_activation(activation):
     return activation
 
 
-def _check_int(name, value, minimum):
+def check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
@@ -93,7 +94,7 @@ def _check_rate(name, value):
     return float(value)
 
 
-def _zero_padding(x, lengths):
+def zero_padding(x, lengths):
     """x (B, T, F) with frames t >= length set to 0 (tf.where, so inf/NaN padding is safe)."""
     mask = length_mask(lengths, tf.shape(x)[1])[:, :, None]
     return tf.where(mask, x, tf.zeros_like(x))
@@ -120,9 +121,9 @@ class TemporalBlock(keras.layers.Layer):
     def __init__(self, filters, kernel_size=2, dilation_rate=1, dropout=0.0,
                  activation="relu", block="residual", **kwargs):
         super().__init__(**kwargs)
-        self.filters = _check_int("filters", filters, 1)
-        self.kernel_size = _check_int("kernel_size", kernel_size, 1)
-        self.dilation_rate = _check_int("dilation_rate", dilation_rate, 1)
+        self.filters = check_int("filters", filters, 1)
+        self.kernel_size = check_int("kernel_size", kernel_size, 1)
+        self.dilation_rate = check_int("dilation_rate", dilation_rate, 1)
         self.dropout = _check_rate("dropout", dropout)
         self.activation = validate_activation(activation)
         if block not in BLOCK_TYPES:
@@ -189,7 +190,7 @@ class ReverseValid(keras.layers.Layer):
 
     def call(self, inputs):
         x, lengths = inputs
-        lengths = _clipped_lengths(lengths, tf.shape(x)[1])
+        lengths = clipped_lengths(lengths, tf.shape(x)[1])
         return tf.reverse_sequence(x, lengths, seq_axis=1, batch_axis=0)
 
     def compute_output_shape(self, input_shape):
@@ -206,7 +207,7 @@ class ZeroPadded(keras.layers.Layer):
 
     def call(self, inputs):
         x, lengths = inputs
-        return _zero_padding(x, lengths)
+        return zero_padding(x, lengths)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])
@@ -235,25 +236,6 @@ class PaddingAttentionMask(keras.layers.Layer):
         return keras.KerasTensor((shape[0], shape[1], shape[1]), dtype="bool")
 
 
-@keras.saving.register_keras_serializable(package="ser")
-class MaskedMeanPooling(keras.layers.Layer):
-    """Mean over valid frames: [x (B, T, F), lengths (B,)] -> (B, F).
-
-    An utterance of length 0 gives zeros (the count is floored at 1).
-    """
-
-    def call(self, inputs):
-        x, lengths = inputs
-        time_steps = tf.shape(x)[1]
-        x = _zero_padding(x, lengths)
-        count = tf.cast(tf.maximum(_clipped_lengths(lengths, time_steps), 1), x.dtype)
-        return tf.reduce_sum(x, axis=1) / count[:, None]
-
-    def compute_output_shape(self, input_shape):
-        shape = input_shape[0]
-        return (shape[0], shape[2])
-
-
 # --------------------------------------------------------------------------------------------
 # learned softmax mixtures
 # --------------------------------------------------------------------------------------------
@@ -275,10 +257,16 @@ class _SoftmaxWeightedSum(keras.layers.Layer):
             count = input_shape[1]
         self.count = int(count)
         self.logits = self.add_weight(name=self._logits_name, shape=(self.count,),
-                                      initializer="zeros", trainable=True)
+                                      initializer=self._initializer(), trainable=True)
+
+    def _initializer(self):
+        return "zeros"
+
+    def _weights(self):
+        return keras.ops.softmax(self.logits)
 
     def call(self, inputs):
-        weights = keras.ops.softmax(self.logits)
+        weights = self._weights()
         if isinstance(inputs, (list, tuple)):
             out = inputs[0] * keras.ops.cast(weights[0], inputs[0].dtype)
             for k in range(1, len(inputs)):
@@ -299,17 +287,38 @@ class _SoftmaxWeightedSum(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="ser")
 class WeightLayer(_SoftmaxWeightedSum):
-    """Learned softmax weights over the K temporal levels (dynamic fusion, after TIM-Net).
+    """Learned weights over the K temporal levels (dynamic fusion, after TIM-Net).
 
     Inputs: list of K tensors (B, T, F) or one (B, K, T, F) tensor -> (B, T, F) =
-    sum_k w_k * h_k with w = softmax(logits), logits initialised to 0 (uniform 1/K).
+    sum_k w_k * h_k with
+        normalize="softmax": w = softmax(logits), logits initialised to 0 (uniform 1/K);
+        normalize="linear":  w = logits, unconstrained, initialised U(-0.05, 0.05) (TIM-Net's
+                             WeightLayer: Keras' "uniform" initializer, no normalisation).
     """
 
     _logits_name = "level_logits"
 
+    def __init__(self, normalize: str = "softmax", **kwargs):
+        super().__init__(**kwargs)
+        if normalize not in LEVEL_WEIGHTINGS:
+            raise ValueError(f"unknown level weighting {normalize!r}; expected one of "
+                             f"{LEVEL_WEIGHTINGS}")
+        self.normalize = normalize
+
+    def _initializer(self):
+        if self.normalize == "linear":
+            return keras.initializers.RandomUniform(-0.05, 0.05)
+        return "zeros"
+
+    def _weights(self):
+        return self.logits if self.normalize == "linear" else keras.ops.softmax(self.logits)
+
     def level_weights(self) -> np.ndarray:
-        """Softmax level weights (K,), summing to 1."""
-        return self.mixture_weights()
+        """Level weights (K,): softmax ones sum to 1, linear ones are the raw weights."""
+        return keras.ops.convert_to_numpy(self._weights())
+
+    def get_config(self):
+        return {**super().get_config(), "normalize": self.normalize}
 
 
 @keras.saving.register_keras_serializable(package="ser")
@@ -324,114 +333,3 @@ class StreamWeights(_SoftmaxWeightedSum):
     def stream_weights(self) -> np.ndarray:
         """Softmax stream weights (S,), summing to 1."""
         return self.mixture_weights()
-
-
-# --------------------------------------------------------------------------------------------
-# pyramid pooling
-# --------------------------------------------------------------------------------------------
-@keras.saving.register_keras_serializable(package="ser")
-class TemporalPyramidPooling(keras.layers.Layer):
-    """Masked mean pooling of each utterance's valid frames into equal segments per scale.
-
-    Inputs [x (B, T, F), lengths (B,)] -> (B, sum(scales), F); with scales (1, 2, 4) that is
-    (B, 7, F): token 0 = whole utterance, tokens 1-2 = halves, tokens 3-6 = quarters.
-    Segment j of scale s covers frames [floor(j * L / s), floor((j + 1) * L / s)) of an
-    utterance of length L (its own length, not T). Segments that are empty (L < s) take the
-    utterance's global mean instead.
-    """
-
-    def __init__(self, scales: Sequence[int] = (1, 2, 4), **kwargs):
-        super().__init__(**kwargs)
-        scales = tuple(scales)
-        if not scales:
-            raise ValueError("scales must be a non-empty sequence of positive integers")
-        self.scales = tuple(_check_int("each scale", s, 1) for s in scales)
-        self.n_segments = sum(self.scales)
-
-    def call(self, inputs):
-        x, lengths = inputs
-        time_steps = tf.shape(x)[1]
-        lengths = _clipped_lengths(lengths, time_steps)  # (B,)
-        x = _zero_padding(x, lengths)
-        starts, ends = [], []
-        for s in self.scales:
-            for j in range(s):
-                starts.append((j * lengths) // s)
-                ends.append(((j + 1) * lengths) // s)
-        starts = tf.stack(starts, axis=1)[:, :, None]  # (B, S, 1)
-        ends = tf.stack(ends, axis=1)[:, :, None]
-        frames = tf.range(time_steps)[None, None, :]  # (1, 1, T)
-        segment = tf.cast((frames >= starts) & (frames < ends), x.dtype)  # (B, S, T)
-        sums = tf.einsum("bst,btf->bsf", segment, x)
-        counts = tf.reduce_sum(segment, axis=2, keepdims=True)  # (B, S, 1)
-        means = sums / tf.maximum(counts, 1.0)
-        total = tf.cast(tf.maximum(lengths, 1), x.dtype)[:, None, None]
-        global_mean = tf.reduce_sum(x, axis=1, keepdims=True) / total  # (B, 1, F)
-        return tf.where(counts > 0, means, global_mean)
-
-    def compute_output_shape(self, input_shape):
-        shape = input_shape[0]
-        return (shape[0], self.n_segments, shape[2])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(scales=list(self.scales))
-        return config
-
-
-@keras.saving.register_keras_serializable(package="ser")
-class SpecAugment(keras.layers.Layer):
-    """SpecAugment-style masking of standardised features, in training only.
-
-    Inputs [x (B, T, F), lengths (B,)] -> (B, T, F). In training, each utterance gets
-    `time_masks` spans of frames, each up to `time_width` x its own valid length, and
-    `freq_masks` bands of feature channels, each up to `freq_width` x F, set to 0 (the mean of
-    standardised features). Spans are drawn inside the valid frames. At inference: identity.
-    """
-
-    def __init__(self, time_masks=2, freq_masks=2, time_width=0.1, freq_width=0.15, seed=None,
-                 **kwargs):
-        super().__init__(**kwargs)
-        self.time_masks, self.freq_masks = int(time_masks), int(freq_masks)
-        self.time_width, self.freq_width = float(time_width), float(freq_width)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    @staticmethod
-    def _spans(n_masks, extent, max_width, size, batch, seed):
-        """(B, size) bool: n_masks random spans per row, each of width < max_width * extent,
-        starting inside [0, extent - width]; extent (B,) float."""
-        extent = tf.reshape(extent, [-1, 1])
-        width = tf.floor(keras.random.uniform((batch, n_masks), seed=seed) * max_width * extent)
-        start = tf.floor(keras.random.uniform((batch, n_masks), seed=seed) *
-                         tf.maximum(extent - width, 0.0))
-        positions = tf.cast(tf.range(size), tf.float32)[None, None, :]
-        inside = (positions >= start[..., None]) & (positions < (start + width)[..., None])
-        return tf.reduce_any(inside, axis=1)
-
-    def call(self, inputs, training=None):
-        x, lengths = inputs
-        if not training or (self.time_masks == 0 and self.freq_masks == 0):
-            return x
-        batch, steps, dims = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
-        keep = tf.ones_like(x, dtype=tf.bool)  # (B, T, F)
-        if self.time_masks:
-            valid = tf.cast(_clipped_lengths(lengths, steps), tf.float32)
-            masked = self._spans(self.time_masks, valid, self.time_width, steps, batch,
-                                 self.seed_generator)
-            keep &= ~masked[:, :, None]
-        if self.freq_masks:
-            extent = tf.fill([batch], tf.cast(dims, tf.float32))
-            masked = self._spans(self.freq_masks, extent, self.freq_width, dims, batch,
-                                 self.seed_generator)
-            keep &= ~masked[:, None, :]
-        return tf.where(keep, x, tf.zeros_like(x))
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[0])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(time_masks=self.time_masks, freq_masks=self.freq_masks,
-                      time_width=self.time_width, freq_width=self.freq_width, seed=self.seed)
-        return config

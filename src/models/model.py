@@ -33,10 +33,12 @@ Temporal network and the combination of directions and levels
         fwd_k = TemporalBlock_k^fwd(fwd_{k-1})          # separate weights per direction
         bwd_k = TemporalBlock_k^bwd(bwd_{k-1})
         h_k   = fwd_k + ReverseValid(bwd_k)             # (B, T, F), back in forward time
-    fused = sum_k softmax(a)_k * h_k                    # WeightLayer, a initialised to 0
+    fused = sum_k w_k * h_k                             # WeightLayer
+with w = softmax(a), a initialised to 0 (level_weights="softmax"), or w unconstrained and
+initialised U(-0.05, 0.05) (level_weights="linear", TIM-Net's).
 Because masked mean pooling is linear, MaskedMean(fused) = sum_k w_k * g_k with
-g_k = MaskedMean(h_k): the same as TIM-Net's weighting of pooled levels (with softmax-normalised
-weights), while the fused *sequence* stays available for attention and pyramid pooling.
+g_k = MaskedMean(h_k): the same as TIM-Net's weighting of pooled levels, while the fused
+*sequence* stays available for attention and pyramid pooling.
 Unlike TIM-Net, the backward output is re-reversed before the sum so that frame t of h_k
 combines past (forward) and future (backward) context of the same frame t.
 
@@ -52,20 +54,19 @@ from typing import Any
 import keras
 import numpy as np
 
+from src.models.augment import SpecAugment
 from src.models.layers import (
     BLOCK_TYPES,
-    MaskedMeanPooling,
+    LEVEL_WEIGHTINGS,
     PaddingAttentionMask,
     ReverseValid,
-    SpecAugment,
     StreamWeights,
     TemporalBlock,
-    TemporalPyramidPooling,
     WeightLayer,
     ZeroPadded,
     validate_activation,
 )
-from src.models.pooling import FirstFrame
+from src.models.pooling import FirstFrame, MaskedMeanPooling, TemporalPyramidPooling
 
 LENGTH_INPUT = "length"
 PYRAMID_SCALES = (1, 2, 4)
@@ -99,6 +100,8 @@ class ModelConfig:
     dropout: SpatialDropout1D rate inside TemporalBlocks.
     activation: any keras.activations name.
     block: "residual" (activation(x + branch)) or "gated" (x * sigmoid(branch), TIM-Net).
+    level_weights: "softmax" (weights of the K levels sum to 1) or "linear" (unconstrained
+        weights initialised U(-0.05, 0.05), TIM-Net's WeightLayer).
     use_dtpm: dynamic temporal pyramid pooling (else masked global average pooling).
     use_attention: multi-head self-attention over the fused temporal sequence.
     n_heads: heads of that attention and of the fusion attention.
@@ -118,6 +121,7 @@ class ModelConfig:
     dropout: float = 0.4
     activation: str = "relu"
     block: str = "residual"
+    level_weights: str = "softmax"
     use_dtpm: bool = True
     use_attention: bool = True
     n_heads: int = 8
@@ -142,6 +146,9 @@ class ModelConfig:
             object.__setattr__(self, name, _rate(name, getattr(self, name)))
         if self.block not in BLOCK_TYPES:
             raise ValueError(f"unknown block type {self.block!r}; expected one of {BLOCK_TYPES}")
+        if self.level_weights not in LEVEL_WEIGHTINGS:
+            raise ValueError(f"unknown level weighting {self.level_weights!r}; expected one of "
+                             f"{LEVEL_WEIGHTINGS}")
         validate_activation(self.activation)
         units = self.head_units
         if isinstance(units, (int, np.integer)):
@@ -178,6 +185,11 @@ PRESETS: dict[str, ModelConfig] = {
     # dropout 0.1) for CPU training; attention, DTPM and the head are kept.
     "light": ModelConfig(filter_size=39, kernel_size=2, stack_size=1, dilation_size=8,
                          dropout=0.1, block="gated", fusion_width=64),
+    # TIM-Net exactly (Ye et al. 2023, Jiaxin-Ye/TIM-Net_SER): the light temporal network with
+    # linear level weights and the softmax straight on the weighted pooled levels.
+    "timnet": ModelConfig(filter_size=39, kernel_size=2, stack_size=1, dilation_size=8,
+                          dropout=0.1, block="gated", level_weights="linear", use_dtpm=False,
+                          use_attention=False, head_units=(), fusion_width=64),
 }
 
 
@@ -243,7 +255,7 @@ def _temporal_network(x, lengths, config: ModelConfig):
         backward = TemporalBlock(**block_args, name=f"tcn_bwd_block{k}")(backward)
         restored = ReverseValid(name=f"tcn_reverse_level{k}")([backward, lengths])
         levels.append(keras.layers.Add(name=f"tcn_level{k}")([forward, restored]))
-    return WeightLayer(name="level_weights")(levels)
+    return WeightLayer(config.level_weights, name="level_weights")(levels)
 
 
 def _check_inputs(input_dims, n_classes, norm_stats):

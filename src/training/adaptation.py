@@ -260,7 +260,8 @@ def run_adaptation(cfg: RunConfig) -> dict:
                                   f"{name} files of {data.dataset}")
     print(f"{cfg.data} -> {target_data} over {len(names)} shared classes: {', '.join(names)} "
           f"({source.n} source, {target.n} target files; method {cfg.da_method})")
-    folds = numbered_folds(make_folds(source, "kfold", cfg.split_fold), cfg)
+    folds = numbered_folds(make_folds(source, "kfold", cfg.split_fold,
+                                      fold_seed=cfg.fold_seed), cfg)
     run_id, model_dir, result_dir, saved = prepare_run_dir(cfg, source)
     saved.update({"target_data": target_data, "domain_norm": cfg.domain_norm})
     io.write_json(model_dir / "config.json", saved)

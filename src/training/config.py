@@ -34,7 +34,8 @@ OTHER_CORPUS = {"EMODB": "RAVDESS", "RAVDESS": "EMODB"}
 _IN_RUN_ID_WHEN_SET = {"time_masks", "freq_masks", "time_mask_width", "freq_mask_width",
                        "head_units", "da_warmup", "balanced_batches", "mixup",
                        "collapse_guard", "model", "mlp_units", "mlp_dropout", "C",
-                       "frame_pooling", "target_entropy", "select_epoch"}
+                       "frame_pooling", "target_entropy", "select_epoch",
+                       "lr_schedule", "level_weights", "fold_seed"}
 
 
 @dataclasses.dataclass
@@ -58,6 +59,7 @@ class RunConfig:
     balanced_batches: bool = False
     mixup: float = 0.0
     lr: float = 3e-4
+    lr_schedule: str = "cosine"
     beta1: float = 0.93
     beta2: float = 0.98
     min_lr: float = 1e-6
@@ -73,6 +75,7 @@ class RunConfig:
     kernel_size: int = 3
     stack_size: int = 3
     block: str = "residual"
+    level_weights: str = "softmax"
     use_dtpm: bool = True
     use_attention: bool = True
     time_masks: int = 0
@@ -83,6 +86,7 @@ class RunConfig:
     # protocol
     protocol: str = "kfold"
     split_fold: int = 10
+    fold_seed: int = 42
     loso_groups: int = 0
     val_policy: str = "train_split"
     val_fraction: float = 0.1

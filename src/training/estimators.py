@@ -95,8 +95,7 @@ class KerasEstimator:
     def load(cls, fold_dir: Path, class_names: list[str]) -> "KerasEstimator":
         import keras
 
-        import src.models.layers  # noqa: F401  registers the custom layers
-        import src.models.pooling  # noqa: F401
+        import src.models.model  # noqa: F401  registers the custom layers
 
         return cls(None, class_names, keras.models.load_model(Path(fold_dir) / "model.keras"))
 

@@ -31,7 +31,6 @@ from src.utils import io
 
 log = logging.getLogger(__name__)
 
-KFOLD_RANDOM_STATE = 42  # the published TIM-Net protocol
 
 
 class ExperimentError(ValueError):
@@ -39,17 +38,19 @@ class ExperimentError(ValueError):
 
 
 # ---------------------------------------------------------------------------- splits
-def make_folds(data: SERData, protocol: str, n_folds: int, loso_groups: int = 0):
+def make_folds(data: SERData, protocol: str, n_folds: int, loso_groups: int = 0,
+               fold_seed: int = 42):
     """List of (train_idx, test_idx).
 
-    kfold: shuffled KFold(random_state=42). loso: one speaker per test fold, or with
-    `loso_groups` > 0 speakers grouped into that many folds (GroupKFold).
+    kfold: shuffled KFold(random_state=fold_seed) over the corpus's file order. loso: one
+    speaker per test fold, or with `loso_groups` > 0 speakers grouped into that many folds
+    (GroupKFold).
     """
     index = np.arange(data.n)
     if protocol == "kfold":
         if not 2 <= n_folds <= data.n:
             raise ExperimentError(f"--split_fold {n_folds}: needs 2..{data.n} for {data.n} files")
-        splitter = KFold(n_splits=n_folds, shuffle=True, random_state=KFOLD_RANDOM_STATE)
+        splitter = KFold(n_splits=n_folds, shuffle=True, random_state=fold_seed)
         return list(splitter.split(index))
     if protocol == "loso":
         speakers = data.speakers
@@ -290,7 +291,8 @@ def run_training(cfg: RunConfig) -> dict:
     if cfg.batch_size > data.n:
         raise ExperimentError(f"--batch_size {cfg.batch_size} is larger than the "
                               f"{data.n} files of {data.dataset}")
-    folds = numbered_folds(make_folds(data, cfg.protocol, cfg.split_fold, cfg.loso_groups), cfg)
+    folds = numbered_folds(make_folds(data, cfg.protocol, cfg.split_fold, cfg.loso_groups,
+                                        cfg.fold_seed), cfg)
     run_id, model_dir, result_dir, saved = prepare_run_dir(cfg, data, write=chief)
     log.info("run %s: %d files, %d classes, %d folds -> %s", run_id, data.n,
              len(data.class_names), len(folds), model_dir)

@@ -69,17 +69,17 @@ def training_command(run: dict) -> str:
     """The `python -m src.training.main ...` line that reproduces a saved run's training.
 
     Every flag whose value differs from what the command line would give without it is written:
-    RunConfig's default, or for the architecture flags the --preset's value. On/off flags
+    RunConfig's default, or for the flags a preset sets the --preset's value. On/off flags
     (store_true) appear when on; flags with a value (--collapse_guard false) whenever they
     differ. A RunConfig field that has no flag cannot be written: a warning names it."""
     import argparse
 
-    from src.models.model import PRESETS
-    from src.training.main import ARCHITECTURE_FLAGS, build_parser
+    from src.training import presets
+    from src.training.main import build_parser
 
     defaults = RunConfig().to_dict()
-    preset = PRESETS.get(run.get("preset", defaults["preset"]), PRESETS["default"])
-    defaults.update({name: getattr(preset, name) for name in ARCHITECTURE_FLAGS})
+    preset = run.get("preset", defaults["preset"])
+    defaults.update(presets.preset_values(preset if preset in presets.NAMES else "default"))
     switches = {a.dest for a in build_parser()._actions
                 if isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction))}
     flags = {a.dest for a in build_parser()._actions if a.option_strings}

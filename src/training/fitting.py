@@ -1,4 +1,4 @@
-"""Fitting a Keras model: compile (Adam + cosine decay), tf.distribute set-up and its Keras
+"""Fitting a Keras model: compile (Adam, cosine decay or constant), tf.distribute set-up and its Keras
 work-arounds, callbacks (epoch timer, NaN stop, per-epoch CSV log, early stopping), `fit`,
 saving, and batched prediction. Used by every Keras model family (tcn, fused, mlp) through
 `src.training.estimators`, and by the adaptation trainer.
@@ -25,21 +25,38 @@ def model_config_from(cfg: RunConfig):
     return dataclasses.replace(
         PRESETS[cfg.preset], filter_size=cfg.filter_size, kernel_size=cfg.kernel_size,
         stack_size=cfg.stack_size, dilation_size=cfg.dilation_size, dropout=cfg.dropout,
-        activation=cfg.activation, block=cfg.block, use_dtpm=cfg.use_dtpm,
+        activation=cfg.activation, block=cfg.block, level_weights=cfg.level_weights,
+        use_dtpm=cfg.use_dtpm,
         use_attention=cfg.use_attention, time_masks=cfg.time_masks, freq_masks=cfg.freq_masks,
         time_mask_width=cfg.time_mask_width, freq_mask_width=cfg.freq_mask_width,
         head_units=cfg.head_sizes())
 
 
-def compile_model(model, cfg: RunConfig, steps_per_epoch: int):
-    """Adam(beta1, beta2, clipnorm) with cosine decay to `min_lr`, smoothed cross-entropy."""
+def learning_rate(cfg: RunConfig, steps_per_epoch: int):
+    """--lr_schedule: cosine decay from --lr to min_lr over the run's steps, or --lr constant."""
     import keras
 
-    schedule = keras.optimizers.schedules.CosineDecay(
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=cfg.lr, decay_steps=max(1, cfg.epoch * steps_per_epoch),
         alpha=min(1.0, cfg.min_lr / cfg.lr))
-    optimizer = keras.optimizers.Adam(learning_rate=schedule, beta_1=cfg.beta1,
-                                      beta_2=cfg.beta2, clipnorm=cfg.clipnorm)
+
+
+def make_optimizer(cfg: RunConfig, steps_per_epoch: int):
+    """Adam(lr schedule, beta1, beta2), gradients clipped to --clipnorm (0 = not clipped)."""
+    import keras
+
+    return keras.optimizers.Adam(learning_rate=learning_rate(cfg, steps_per_epoch),
+                                 beta_1=cfg.beta1, beta_2=cfg.beta2,
+                                 clipnorm=cfg.clipnorm or None)
+
+
+def compile_model(model, cfg: RunConfig, steps_per_epoch: int):
+    """`make_optimizer`'s Adam, smoothed cross-entropy, accuracy."""
+    import keras
+
+    optimizer = make_optimizer(cfg, steps_per_epoch)
     model.compile(optimizer=optimizer,
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                   metrics=["accuracy"], jit_compile=bool(cfg.jit))

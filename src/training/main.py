@@ -5,48 +5,21 @@ This module only parses flags into a RunConfig and calls the function for the mo
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
-import math
 import os
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
 
+from src.training import presets  # noqa: E402
 from src.training.config import RunConfig  # noqa: E402
+from src.training.validation import validate  # noqa: E402
 
 MODES = ("train", "test", "predict", "train-lmmd", "test-cross-corpus")
-PRESET_NAMES = ("default", "light")
-# Architecture flags left unset take their value from --preset (src.models.model.PRESETS).
-ARCHITECTURE_FLAGS = ("filter_size", "dilation_size", "kernel_size", "stack_size", "dropout",
-                      "block")
 # Modes that evaluate a saved run: --data, --feature_type and the model flags come from the run's
 # config.json unless given on the command line.
 SAVED_RUN_MODES = ("test", "predict", "test-cross-corpus")
-_INF = math.inf
-# Allowed range of every numeric flag: (lowest, highest, lowest allowed, highest allowed).
-NUMERIC_RANGES = {
-    "epoch": (1, _INF, True, False), "batch_size": (1, _INF, True, False),
-    "mixup": (0, _INF, True, False), "lr": (0, _INF, False, False),
-    "beta1": (0, 1, True, False), "beta2": (0, 1, True, False),
-    "patience": (0, _INF, True, False), "dropout": (0, 1, True, False),
-    "filter_size": (1, _INF, True, False), "dilation_size": (1, _INF, True, False),
-    "kernel_size": (1, _INF, True, False), "stack_size": (1, _INF, True, False),
-    "time_masks": (0, _INF, True, False), "freq_masks": (0, _INF, True, False),
-    "time_mask_width": (0, 1, True, False), "freq_mask_width": (0, 1, True, False),
-    "split_fold": (2, _INF, True, False), "loso_groups": (0, _INF, True, False),
-    "val_fraction": (0, 1, True, False), "max_folds": (0, _INF, True, False),
-    "random_seed": (0, 2 ** 31 - 1, True, True), "max_frames": (0, _INF, True, False),
-    "lmmd_weight": (0, _INF, True, False), "da_warmup": (0, _INF, True, False),
-    "kernel_mul": (0, _INF, False, False), "kernel_num": (1, _INF, True, False),
-    "fix_sigma": (0, _INF, True, False), "confidence": (0, 1, True, True),
-    "verbose": (0, _INF, True, False), "threads": (0, _INF, True, False),
-    "C": (0, _INF, False, False), "mlp_dropout": (0, 1, True, False),
-    "target_entropy": (0, _INF, True, False), "label_smoothing": (0, 1, True, False),
-}
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = RunConfig()
     p = argparse.ArgumentParser(prog="python -m src.training.main",
@@ -69,13 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature_set", default=d.feature_set,
                    help="feature-set hash(es) to train on when several extraction settings "
                         "exist: HASH, or MFCC=h1,LogMel=h2 (default: the default-settings set)")
-    p.add_argument("--preset", choices=PRESET_NAMES, default=d.preset,
-                   help="architecture preset: default (seed: 128 filters, kernel 3, 3 stacks, "
-                        "residual blocks, dropout 0.4) or light (TIM-Net sized: 39 filters, "
-                        "kernel 2, 1 stack, gated blocks, dropout 0.1; ~13x faster on CPU)")
+    p.add_argument("--preset", choices=presets.NAMES, default=d.preset,
+                   help="default values of the model and schedule flags: default (the seed's: "
+                        "128 filters, kernel 3, 3 stacks, residual blocks, dropout 0.4, "
+                        "attention, DTPM, 1024/512 head, cosine decay), light (TIM-Net sized "
+                        "network, 39 filters, kernel 2, 1 stack, gated blocks, dropout 0.1, with "
+                        "attention, DTPM and head; ~13x faster on CPU) or timnet (TIM-Net "
+                        "exactly: linear level weights, no attention/DTPM/head, Adam 1e-3 "
+                        "constant, batch 64, 500 epochs, last epoch, no validation split; use "
+                        "features extracted with run_data_processing --preset timnet)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epoch", type=int, default=d.epoch)
-    g.add_argument("--batch_size", type=int, default=d.batch_size)
+    g.add_argument("--epoch", type=int, default=None, help=_from_preset(d, "epoch"))
+    g.add_argument("--batch_size", type=int, default=None, help=_from_preset(d, "batch_size"))
     g.add_argument("--balanced_batches", action="store_true",
                    help="draw each training epoch class-balanced (with replacement) instead of "
                         "as a permutation; train-lmmd: the source batches")
@@ -83,29 +61,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mix each training file with another of its batch, weight ~ "
                         "Beta(ALPHA, ALPHA) (features and labels; 0 = off, 0.2-0.4 usual); "
                         "train-lmmd: the source batches")
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--label_smoothing", type=float, default=d.label_smoothing,
-                   help="of the (source) cross-entropy (default %(default)s; 0 for the MLP "
-                        "with LMMD: smoothed, less confident target predictions blur the "
-                        "class-conditional weights)")
+    g.add_argument("--lr", type=float, default=None, help=_from_preset(d, "lr"))
+    g.add_argument("--lr_schedule", choices=("cosine", "constant"), default=None,
+                   help="cosine: decay to min_lr over --epoch; constant: no decay (TIM-Net). "
+                        + _from_preset(d, "lr_schedule"))
+    g.add_argument("--clipnorm", type=float, default=None,
+                   help="clip each gradient to this norm (0 = off). "
+                        + _from_preset(d, "clipnorm"))
+    g.add_argument("--label_smoothing", type=float, default=None,
+                   help="of the (source) cross-entropy (0 for the MLP with LMMD: smoothed, less "
+                        "confident target predictions blur the class-conditional weights). "
+                        + _from_preset(d, "label_smoothing"))
     g.add_argument("--beta1", type=float, default=d.beta1)
     g.add_argument("--beta2", type=float, default=d.beta2)
-    g.add_argument("--patience", type=int, default=d.patience,
-                   help="early-stopping patience in epochs (0 = off)")
+    g.add_argument("--patience", type=int, default=None,
+                   help="early-stopping patience in epochs (0 = off, the last epoch is kept). "
+                        + _from_preset(d, "patience"))
     g.add_argument("--monitor", default=d.monitor, choices=("val_loss", "val_accuracy"))
     g = p.add_argument_group("model")
-    g.add_argument("--dropout", type=float, default=None,
-                   help=f"(default from --preset; seed default {d.dropout})")
+    g.add_argument("--dropout", type=float, default=None, help=_from_preset(d, "dropout"))
     g.add_argument("--activation", default=d.activation)
     for name in ("filter_size", "dilation_size", "kernel_size", "stack_size"):
-        g.add_argument(f"--{name}", type=int, default=None,
-                       help=f"(default from --preset; seed default {getattr(d, name)})")
+        g.add_argument(f"--{name}", type=int, default=None, help=_from_preset(d, name))
     g.add_argument("--block", choices=("residual", "gated"), default=None,
-                   help="temporal block: residual sum (seed) or sigmoid gate (TIM-Net); "
-                        "default from --preset")
-    g.add_argument("--use_dtpm", type=_bool, default=d.use_dtpm, metavar="{true,false}")
-    g.add_argument("--use_attention", type=_bool, default=d.use_attention,
-                   metavar="{true,false}")
+                   help="temporal block: residual sum (seed) or sigmoid gate (TIM-Net). "
+                        + _from_preset(d, "block"))
+    g.add_argument("--level_weights", choices=("softmax", "linear"), default=None,
+                   help="weights of the temporal levels: softmax (sum to 1) or linear "
+                        "(unconstrained, TIM-Net). " + _from_preset(d, "level_weights"))
+    g.add_argument("--use_dtpm", type=_bool, default=None, metavar="{true,false}",
+                   help=_from_preset(d, "use_dtpm"))
+    g.add_argument("--use_attention", type=_bool, default=None, metavar="{true,false}",
+                   help=_from_preset(d, "use_attention"))
     g.add_argument("--time_masks", type=int, default=d.time_masks,
                    help="SpecAugment: frame spans masked per utterance in training (0 = off)")
     g.add_argument("--freq_masks", type=int, default=d.freq_masks,
@@ -126,19 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mlp / svm / logreg on frame-level features: mean_std pools each "
                         "stream to its mean and standard deviation over frames (default none: "
                         "utterance-level features only)")
-    g.add_argument("--head_units", default=d.head_units,
+    g.add_argument("--head_units", default=None,
                    help="Dense sizes of the classifier head, comma separated; none = softmax "
-                        "straight on the pooled features, as in TIM-Net (default %(default)s)")
+                        "straight on the pooled features, as in TIM-Net. "
+                        + _from_preset(d, "head_units"))
     g = p.add_argument_group("protocol")
     g.add_argument("--protocol", choices=("kfold", "loso"), default=d.protocol)
     g.add_argument("--split_fold", type=int, default=d.split_fold)
+    g.add_argument("--fold_seed", type=int, default=None,
+                   help="kfold: random_state of the shuffled KFold (TIM-Net's code: 46). "
+                        + _from_preset(d, "fold_seed"))
     g.add_argument("--loso_groups", type=int, default=d.loso_groups,
                    help="loso: group speakers into this many folds (0 = one speaker per fold)")
     g.add_argument("--val_policy", choices=("train_split", "test_fold"), default=d.val_policy,
                    help="test_fold reproduces the published protocol (optimistic)")
-    g.add_argument("--val_fraction", type=float, default=d.val_fraction,
+    g.add_argument("--val_fraction", type=float, default=None,
                    help="share of the training folds held out for early stopping and model "
-                        "selection; 0 = none, train on all of them (needs --patience 0)")
+                        "selection; 0 = none, train on all of them (needs --patience 0). "
+                        + _from_preset(d, "val_fraction"))
     g.add_argument("--max_folds", type=int, default=d.max_folds,
                    help="run only the first N folds (quick checks)")
     g.add_argument("--folds", default=d.folds, metavar="LIST",
@@ -205,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _from_preset(seed: RunConfig, name: str) -> str:
+    """Help text of a flag whose default comes from --preset."""
+    return f"Default from --preset (seed: {getattr(seed, name)})."
+
+
 def _bool(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True
@@ -214,72 +211,13 @@ def _bool(text: str) -> bool:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    from src.models.model import PRESETS
-
-    values = vars(args).copy()
-    preset = PRESETS[args.preset]
-    for name in ARCHITECTURE_FLAGS:
-        if values.get(name) is None:
-            values[name] = getattr(preset, name)
+    """Parsed flags -> RunConfig: the flags left unset take --preset's values (applied here,
+    once; see src.training.presets)."""
+    values = presets.resolve(vars(args))
     values["data"] = values["data"].upper()
     if values["target_data"]:
         values["target_data"] = values["target_data"].upper()
     return RunConfig.from_dict(values)
-
-
-def range_error(name: str, value) -> str | None:
-    """The one-line complaint about numeric flag `name` when `value` is outside its range (or
-    not finite); None when it is fine."""
-    low, high, low_ok, high_ok = NUMERIC_RANGES[name]
-    if (math.isfinite(value) and (low < value or (low_ok and value == low))
-            and (value < high or (high_ok and value == high))):
-        return None
-    if high == _INF:
-        allowed = f"{'>=' if low_ok else '>'} {low}"
-    else:
-        allowed = f"in {'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
-    kind = "an integer" if isinstance(value, int) else "a finite number"
-    return f"--{name} must be {kind} {allowed}; got {value}"
-
-
-def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
-    """Flag combinations argparse cannot check; exits with one clear line."""
-    for name in NUMERIC_RANGES:
-        message = range_error(name, getattr(cfg, name))
-        if message:
-            parser.error(message)
-    checks = [
-        (cfg.mode in ("test", "predict", "test-cross-corpus") and not cfg.test_path,
-         f"--mode {cfg.mode} needs --test_path (a folder of trained fold models)"),
-        (cfg.mode == "predict" and not cfg.audio, "--mode predict needs --audio FILE_OR_FOLDER"),
-        (cfg.epoch < 1, "--epoch must be at least 1"),
-        (cfg.batch_size < 1, "--batch_size must be at least 1"),
-        (cfg.lr <= 0, "--lr must be positive"),
-        (not 0 <= cfg.dropout < 1, "--dropout must be in [0, 1)"),
-        (min(cfg.filter_size, cfg.kernel_size, cfg.stack_size, cfg.dilation_size) < 1,
-         "--filter_size, --kernel_size, --stack_size and --dilation_size must be at least 1"),
-        (not 0 <= cfg.val_fraction < 1, "--val_fraction must be in [0, 1)"),
-        (cfg.val_fraction == 0 and cfg.patience > 0 and cfg.val_policy == "train_split",
-         "--val_fraction 0 leaves no validation set for early stopping: add --patience 0"),
-        (not 0 <= cfg.da_warmup < cfg.epoch, "--da_warmup must be in [0, --epoch)"),
-        (cfg.mixup < 0, "--mixup must be >= 0 (0 = off)"),
-        (min(cfg.time_masks, cfg.freq_masks) < 0, "--time_masks and --freq_masks must be >= 0"),
-        (not (0 <= cfg.time_mask_width < 1 and 0 <= cfg.freq_mask_width < 1),
-         "--time_mask_width and --freq_mask_width must be in [0, 1)"),
-        (cfg.label_map and not os.path.isfile(cfg.label_map),
-         f"--label_map {cfg.label_map}: no such file (a JSON file {{\"from\": \"to\", ...}})"),
-    ]
-    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        checks.append((True, "--tensorboard needs the tensorboard package "
-                             "(pip install -r requirements.txt)"))
-    for failed, message in checks:
-        if failed:
-            parser.error(message)
-    for check in (cfg.head_sizes, cfg.fold_numbers, cfg.mlp_sizes, cfg.label_list):
-        try:
-            check()
-        except ValueError as error:
-            parser.error(str(error))
 
 
 def explicit_flags(argv: list[str] | None) -> set[str]:

@@ -19,8 +19,9 @@ HONEST_NOTE = ("Model selection and early stopping used a validation split carve
 TEST_FOLD_NOTE = ("WARNING: --val_policy test_fold selected each fold's best epoch on its TEST "
                   "fold (the published TIM-Net protocol). These figures are optimistic and only "
                   "for like-for-like comparison with published numbers.")
-
-
+FIXED_SCHEDULE_NOTE = ("Fixed schedule: each fold's model is its last epoch, trained on every "
+                       "training-fold file (no validation split, no early stopping); test folds "
+                       "were never seen before evaluation.")
 CLASSIC_NOTE = ("scikit-learn model: fitted once on every training-fold file (no epochs, no "
                 "validation split); test folds were never seen before evaluation.")
 LABEL_FREE_NOTE = ("Cross-corpus model chosen without target labels: each fold keeps the epoch "
@@ -41,6 +42,8 @@ def selection_note(run_config: dict) -> str:
     if run_config.get("mode") == "train-lmmd":
         return (LABEL_FREE_NOTE if run_config.get("select_epoch") == "label_free"
                 else LAST_EPOCH_NOTE)
+    if run_config.get("patience") == 0 and run_config.get("val_fraction") == 0:
+        return FIXED_SCHEDULE_NOTE
     return HONEST_NOTE
 
 
