@@ -12,6 +12,7 @@ import pytest
 from src.data_processing import corpora
 from src.data_processing.corpora import (CANONICAL_LABELS, CorpusError, load_corpus,
                                          resolve_raw_dir, scan_corpus, shared_labels)
+from src.data_processing.manifest import canonical_label
 
 # Facts from /work/shared/data/README.md (not from running the code).
 EMODB_COUNTS = {"W": 127, "L": 81, "E": 46, "A": 69, "F": 71, "T": 62, "N": 79}
@@ -219,9 +220,9 @@ def test_canonical_labels_and_synonyms():
                                 "sad", "surprise")
     for word, label in [("anger", "angry"), ("Happiness", "happy"), ("fearful", "fear"),
                         ("surprised", "surprise"), ("SADNESS", "sad"), ("disgusted", "disgust")]:
-        assert corpora.canonical_label(word) == label
+        assert canonical_label(word) == label
     assert shared_labels(["b", "a", "c"], ("c", "a", "z")) == ["a", "c"]
-    assert re.fullmatch(r"[a-z]+", corpora.canonical_label(" Other "))
+    assert re.fullmatch(r"[a-z]+", canonical_label(" Other "))
 
 
 # ------------------------------------------------------------------- manifest collisions

@@ -7,7 +7,8 @@ Every reader returns a `pandas.DataFrame` with the same columns, one row per aud
     path      absolute path of the audio file
     label     emotion, canonical name from `CANONICAL_LABELS` (CSV labels that match no synonym
               are kept lower-cased as they are)
-    speaker   speaker id as a string (EMO-DB "03", RAVDESS actor "01".."24", CSV "unknown" if absent)
+    speaker   speaker id as a string (EMO-DB "03", RAVDESS actor "01".."24", CSV "unknown" if
+              absent)
     gender    "M", "F" or "" when unknown
     dataset   "EMODB", "RAVDESS" or "CSV"
 
@@ -18,19 +19,20 @@ listed in `df.attrs["skipped"]` as (path, reason) pairs; `scan_corpus` returns t
 Manifest rows that collide with an earlier row (another file mapping to the same file_id, or the
 same file with another label) are skipped too and also listed in `df.attrs["failures"]` as
 (file_id, path, reason), which extraction writes to failures.csv. A manifest's table also carries
-`df.attrs["manifest"]`, the manifest's resolved path.
+`df.attrs["manifest"]`, the manifest's resolved path. Manifests are read by manifest.py.
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
+
+from .corpus_error import CorpusError
+from .manifest import _scan_manifest
 
 log = logging.getLogger(__name__)
 
@@ -57,35 +59,13 @@ RAVDESS_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "
 RAVDESS_INTENSITY = {"01": "normal", "02": "strong"}
 _RAVDESS_RE = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
 
-# Lower-cased label synonyms accepted in CSV manifests.
-LABEL_SYNONYMS = {
-    "angry": "angry", "anger": "angry", "ang": "angry", "mad": "angry",
-    "boredom": "boredom", "bored": "boredom", "bore": "boredom",
-    "calm": "calm",
-    "disgust": "disgust", "disgusted": "disgust", "dis": "disgust",
-    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear", "fea": "fear",
-    "happy": "happy", "happiness": "happy", "hap": "happy", "joy": "happy",
-    "neutral": "neutral", "neu": "neutral",
-    "sad": "sad", "sadness": "sad",
-    "surprise": "surprise", "surprised": "surprise", "sur": "surprise",
-}
-
-
-class CorpusError(ValueError):
-    """A corpus cannot be found or read (bad dataset name, missing folder, broken manifest)."""
-
 
 def canonical_dataset(dataset: str) -> str:
+    """`dataset` upper-cased ("EMODB", "RAVDESS" or "CSV"); CorpusError for any other name."""
     name = str(dataset).strip().upper()
     if name not in DATASETS:
         raise CorpusError(f"unknown dataset {dataset!r}; valid datasets are {', '.join(DATASETS)}")
     return name
-
-
-def canonical_label(label: str) -> str:
-    """Lower-case `label` and map a known synonym to its canonical name (else keep it)."""
-    text = str(label).strip().lower()
-    return LABEL_SYNONYMS.get(text, text)
 
 
 def resolve_raw_dir(dataset: str, raw_dir: str | os.PathLike | None = None) -> Path:
@@ -119,7 +99,8 @@ def resolve_raw_dir(dataset: str, raw_dir: str | os.PathLike | None = None) -> P
     places = [
         "--raw_dir (not given)",
         f"{repo_dir}",
-        f"$SER_DATA_ROOT/{name}/" + (f" = {env_dir}" if env_dir is not None else " (SER_DATA_ROOT not set)"),
+        f"$SER_DATA_ROOT/{name}/"
+        + (f" = {env_dir}" if env_dir is not None else " (SER_DATA_ROOT not set)"),
     ]
     raise CorpusError(
         f"cannot find the {name} corpus; looked in: " + "; ".join(places)
@@ -143,7 +124,8 @@ def _find_audio(root: Path) -> list[Path]:
                 if name.lower().endswith(AUDIO_SUFFIXES) and not name.startswith("."):
                     found.append(Path(dirpath) / name)
     except OSError as exc:
-        raise CorpusError(f"cannot read folder {exc.filename or root}: {exc.strerror or exc}") from None
+        raise CorpusError(
+            f"cannot read folder {exc.filename or root}: {exc.strerror or exc}") from None
     return sorted(found)
 
 
@@ -206,159 +188,23 @@ def _drop_duplicates(rows: list[dict], skipped: list[tuple[str, str]]):
     unique = []
     for row in rows:
         if row["file_id"] in seen:
-            skipped.append((row["path"], f"duplicate file_id {row['file_id']} (also {seen[row['file_id']]})"))
+            skipped.append((row["path"],
+                            f"duplicate file_id {row['file_id']} (also {seen[row['file_id']]})"))
             continue
         seen[row["file_id"]] = row["path"]
         unique.append(row)
     return unique, skipped
 
 
-def _manifest_duplicates(rows: list[dict], lines: list[int], skipped: list[tuple[str, str]]
-                         ) -> tuple[list[dict], list[tuple[str, str, str]]]:
-    """Keep the first manifest row of each file_id. A later row that repeats a row exactly is
-    skipped (warned); one that gives the same file another label, or another file that maps to
-    the same file_id (`a/b.wav` and `a__b.wav`, `x.wav` and `x.flac`), is also returned as a
-    failure (file_id, path, reason) for failures.csv."""
-    first: dict[str, tuple[dict, int]] = {}
-    unique, failures = [], []
-    for row, line in zip(rows, lines):
-        if row["file_id"] not in first:
-            first[row["file_id"]] = (row, line)
-            unique.append(row)
-            continue
-        kept, kept_line = first[row["file_id"]]
-        if row["path"] != kept["path"]:
-            reason = (f"manifest line {line}: file_id {row['file_id']} collides with "
-                      f"{kept['path']} (line {kept_line}); rename one of the files")
-        elif row["label"] != kept["label"]:
-            reason = (f"manifest line {line}: duplicate row with label {row['label']} "
-                      f"(line {kept_line} says {kept['label']}, which is kept)")
-        else:
-            skipped.append((row["path"], f"manifest line {line}: repeats line {kept_line}"))
-            continue
-        skipped.append((row["path"], reason))
-        failures.append((row["file_id"], row["path"], reason))
-    return unique, failures
-
-
-def _manifest_file_id(written: str) -> str:
-    """file_id for a manifest path: the path as written, no extension, '/' replaced by '__';
-    "" for a path that names no file ("." , "/", "dir/..")."""
-    posix = PurePosixPath(written.replace("\\", "/"))
-    if posix.name in ("", ".."):
-        return ""
-    parts = [p for p in posix.with_suffix("").parts if p not in ("/", ".", "")]
-    return "__".join(parts)
-
-
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-
-
-def _decode_manifest(manifest: Path, data: bytes) -> str:
-    """The manifest's text: UTF-8 (with or without a byte-order mark) or UTF-16 with one."""
-    if data.startswith(_UTF16_BOMS):
-        try:
-            return data.decode("utf-16")
-        except UnicodeDecodeError as exc:
-            raise CorpusError(f"cannot read manifest {manifest}: not UTF-16 text after its "
-                              f"UTF-16 byte-order mark ({exc.reason})") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = len(re.findall(rb"\r\n|\r|\n", data[:exc.start])) + 1
-        raise CorpusError(f"manifest {manifest} line {line}: byte 0x{data[exc.start]:02x} is not "
-                          f"UTF-8 text; save the manifest as UTF-8") from None
-
-
-def _read_manifest(manifest: Path) -> tuple[list[str], list[tuple[int, dict]]]:
-    """(lower-cased header, [(line, {column: value})]) of a CSV manifest; `line` is the physical
-    line where the row starts (blank lines and quoted line breaks counted). A row with fewer
-    fields than the header gets "" for the rest; one with more is an error."""
-    try:
-        data = manifest.read_bytes()
-    except OSError as exc:
-        raise CorpusError(f"cannot read manifest {manifest}: {exc.strerror or exc}") from None
-    text = _decode_manifest(manifest, data)
-    if "\x00" in text:
-        line = len(re.findall(r"\r\n|\r|\n", text[:text.index("\x00")])) + 1
-        raise CorpusError(f"manifest {manifest} line {line}: contains a NUL character (not a "
-                          f"text file, or UTF-16 without a byte-order mark?)")
-    source = io.StringIO(text, newline="")
-    reader = csv.reader(source, skipinitialspace=True, strict=True)
-    header: list[str] | None = None
-    rows: list[tuple[int, dict]] = []
-    end = 0  # physical line the previous record ended on
-    try:
-        for fields in reader:
-            start, end = end + 1, reader.line_num
-            if not any(f.strip() for f in fields):
-                continue  # blank line
-            if header is None:
-                header = [f.strip().lower() for f in fields]
-                twice = sorted({c for c in header if c and header.count(c) > 1})
-                if twice:
-                    raise CorpusError(f"manifest {manifest} has column(s) {', '.join(twice)} "
-                                      f"twice (column names ignore case and spaces)")
-                continue
-            if len(fields) > len(header):
-                raise CorpusError(
-                    f"manifest {manifest} line {start}: {len(fields)} fields but the header has "
-                    f"{len(header)}; quote fields that contain commas")
-            fields = fields + [""] * (len(header) - len(fields))
-            rows.append((start, dict(zip(header, fields))))
-    except csv.Error as exc:
-        raise CorpusError(f"cannot read manifest {manifest}: line {end + 1}: {exc}") from None
-    if header is None:
-        raise CorpusError(f"manifest {manifest} is empty; it needs a header line path,label")
-    return header, rows
-
-
-def _scan_manifest(manifest: str | os.PathLike
-                   ) -> tuple[list[dict], list[tuple[str, str]], list[tuple[str, str, str]]]:
-    manifest = Path(manifest).expanduser()
-    if not manifest.is_file():
-        raise CorpusError(f"manifest {manifest} does not exist or is not a file")
-    columns, records = _read_manifest(manifest)
-    missing = [c for c in ("path", "label") if c not in columns]
-    if missing:
-        raise CorpusError(f"manifest {manifest} lacks column(s) {', '.join(missing)}; "
-                          f"it needs path,label and optionally speaker,gender")
-    base = manifest.resolve().parent
-    rows, skipped, lines = [], [], []
-    for i, record in records:
-        written = str(record["path"]).strip()
-        label = str(record["label"]).strip()
-        if not written or not label:
-            skipped.append((written or f"{manifest}:{i}", f"manifest line {i}: empty path or label"))
-            continue
-        file_id = _manifest_file_id(written)
-        if not file_id:
-            skipped.append((written, f"manifest line {i}: path {written!r} names no file"))
-            continue
-        path = Path(written).expanduser()
-        if not path.is_absolute():
-            path = base / path
-        gender = str(record.get("gender", "")).strip().upper()[:1]
-        rows.append({
-            "file_id": file_id,
-            "path": os.path.abspath(path),
-            "label": canonical_label(label),
-            "speaker": str(record.get("speaker", "")).strip() or "unknown",
-            "gender": gender if gender in ("M", "F") else "",
-            "dataset": "CSV",
-        })
-        lines.append(i)
-    unique, failures = _manifest_duplicates(rows, lines, skipped)
-    return unique, skipped, failures
-
-
 def scan_corpus(dataset: str, raw_dir: str | os.PathLike | None = None,
-                manifest: str | os.PathLike | None = None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+                manifest: str | os.PathLike | None = None
+                ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Like `load_corpus` but also returns the skipped files as (path, reason) pairs."""
     name = canonical_dataset(dataset)
     if name == "CSV":
         if manifest is None:
-            raise CorpusError("dataset CSV needs --manifest FILE (a CSV with columns path,label[,speaker])")
+            raise CorpusError(
+                "dataset CSV needs --manifest FILE (a CSV with columns path,label[,speaker])")
         rows, skipped, failures = _scan_manifest(manifest)
         source = str(manifest)
     else:

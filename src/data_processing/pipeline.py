@@ -1,41 +1,32 @@
 """The extraction pipeline behind run_data_processing: corpus table -> feature sets on disk.
 
 MFCC and LogMel come from one STFT per file and openSMILE's sets (eGeMAPS, ComParE) from its
-library, computed file by file in a pool of worker processes (`_process_file`); HuBERT runs in
-this process, batched. Every set goes through the same bookkeeping: `_begin_sets` prepares the
-folders and finds the arrays an earlier run left (reused unless `overwrite`), `_plan` lists
-what is left to compute, and `_finish_sets` writes metadata.csv / failures.csv and the COMPLETE
-marker (see store.py) and returns the set's summary.
+library, computed file by file in a pool of worker processes (workers.py, `_process_file`);
+HuBERT runs in this process, batched. Every set goes through the same bookkeeping: `_begin_sets`
+prepares the folders and finds the arrays an earlier run left (reused unless `overwrite`),
+`_plan` lists what is left to compute, and `_finish_sets` writes metadata.csv / failures.csv and
+the COMPLETE marker (see store.py) and returns the set's summary.
 """
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import multiprocessing
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
 from src.utils.io import save_npy
 
-from . import smile, store
+from . import store
 from .audio import AudioError, condition, read_audio
 from .config import FEATURE_TYPES, ExtractionConfig
-from .features import (SPECTRAL_FEATURES, check_features, extract_arrays, extract_spectral,
-                       mel_basis)
+from .features import check_features
 from .hubert import HubertExtractor
-
-try:
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover - comes with scikit-learn
-    threadpool_limits = None
+from .workers import _init_worker, _mp_context, _one_blas_thread, _process_file, _warm_up
 
 HUBERT_FILES_PER_BATCH = 16
 
@@ -49,94 +40,6 @@ class ExtractionError(RuntimeError):
     def __init__(self, message: str, summary: dict | None = None):
         super().__init__(message)
         self.summary = summary or {}
-
-
-# ------------------------------------------------------------------------------ worker side
-_STATE: dict = {}
-
-
-def _tune_worker_memory() -> None:
-    """Keep freed heap memory in this worker instead of handing it back to the OS.
-
-    Each file allocates a few hundred kB of arrays; with glibc's defaults they are mmap'ed and
-    unmapped per file, and on virtual machines the page faults that follow cost more than the
-    FFTs. Raising the mmap/trim thresholds makes the worker reuse its heap (about 3x faster on
-    the development VM). Only done in worker processes, never in the caller's process.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 64 * 1024 * 1024)
-        libc.mallopt(m_trim_threshold, 512 * 1024 * 1024)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
-
-
-def _exit_with_parent() -> None:
-    """Make this worker die quietly with its parent: a parent killed by SIGKILL cannot stop
-    its pool, and orphaned workers would print a BrokenPipe traceback on their next result.
-    Linux: the kernel sends SIGTERM when the parent exits; elsewhere nothing changes."""
-    import signal
-
-    try:
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6").prctl(pr_set_pdeathsig, int(signal.SIGTERM))
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    except (OSError, AttributeError):  # not Linux/glibc
-        return
-    parent = multiprocessing.parent_process()
-    if parent is not None and not parent.is_alive():  # died before prctl took effect
-        os._exit(0)
-
-
-def _init_worker(config: ExtractionConfig, dirs: dict[str, str], in_worker: bool) -> None:
-    """Per-process setup; `in_worker` is False when files are processed in the caller's process,
-    whose memory and thread settings are then left alone."""
-    if in_worker:
-        _exit_with_parent()
-        _tune_worker_memory()
-        if threadpool_limits is not None:
-            _STATE["limits"] = threadpool_limits(1)  # one BLAS thread per worker process
-    _STATE["config"] = config
-    _STATE["dirs"] = {name: Path(path) for name, path in dirs.items()}
-    mel_basis(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
-    if in_worker:  # warm up the heap and the FFT plans once instead of on the first files
-        warm = np.zeros(config.sample_rate * 30, dtype=np.float32)
-        warm[::97] = 0.1
-        extract_spectral(warm, config, SPECTRAL_FEATURES)
-
-
-def _process_file(task: tuple[str, str, tuple[str, ...]]):
-    """Worker: one file -> arrays written atomically. Returns (file_id, reason|None, frames,
-    seconds)."""
-    file_id, path, features = task
-    config: ExtractionConfig = _STATE["config"]
-    try:
-        raw, rate = read_audio(path)
-        seconds = len(raw) / rate
-        y = condition(raw, rate, config)
-        arrays = extract_arrays(y, config, features)
-        for name in features:
-            # rename-atomic without a per-file fsync (half the extraction time); the set's
-            # COMPLETE marker is written durably once every array is in place
-            save_npy(_STATE["dirs"][name] / f"{file_id}.npy", arrays[name], durable=False)
-        return file_id, None, {name: arrays[name].shape[0] for name in features}, seconds
-    except AudioError as exc:
-        return file_id, str(exc), {}, 0.0
-    except OSError as exc:
-        return file_id, f"I/O error: {exc}", {}, 0.0
-    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
-        return file_id, f"{type(exc).__name__}: {exc}", {}, 0.0
-
-
-def _mp_context():
-    """fork when safe (fast start, nothing re-imported); forkserver once threaded runtimes
-    such as torch or tensorflow are loaded in this process."""
-    methods = multiprocessing.get_all_start_methods()
-    threaded = any(name in sys.modules for name in ("torch", "tensorflow", "jax"))
-    if "fork" in methods and not threaded:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
 # ------------------------------------------------------------------------------ main side
@@ -153,25 +56,6 @@ def _progress_bar(total: int, desc: str, enabled: bool):
     """A tqdm bar over `total` files on stderr (disabled when not `enabled` or nothing to do)."""
     return tqdm(total=total, desc=desc, unit="file", disable=not enabled or total == 0,
                 file=sys.stderr, smoothing=0.05, dynamic_ncols=True)
-
-
-def _one_blas_thread():
-    """Temporarily one BLAS thread: the small mel products are slower multi-threaded, badly so
-    when the cores are busy."""
-    if threadpool_limits is None:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(1)
-
-
-def _warm_up(config: ExtractionConfig, names) -> None:
-    """Import librosa's spectral code and build the filterbank (and openSMILE's extractors)
-    once in this process, so forked workers inherit them instead of each paying ~1 s of imports
-    (not counted in `seconds`)."""
-    extract_spectral(np.full(max(config.n_fft, config.win_length), 0.1, dtype=np.float32),
-                     config, [n for n in names if n in SPECTRAL_FEATURES] or ["MFCC"])
-    for name in names:
-        if name not in SPECTRAL_FEATURES:
-            smile.smile_extractor(name, config.smile_level)
 
 
 # ------------------------------------------------------------------ bookkeeping of the sets
@@ -253,7 +137,7 @@ def _finish_sets(corpus, config, dataset, dirs, frames, seconds, failures, compu
 
 def _add_corpus_failures(failures: pd.DataFrame, corpus: pd.DataFrame) -> pd.DataFrame:
     """`failures` plus the manifest rows the corpus reader refused (colliding file_ids,
-    conflicting labels; see corpora._manifest_duplicates): they are failures of every set, so
+    conflicting labels; see manifest._manifest_duplicates): they are failures of every set, so
     they are counted and --strict sees them."""
     rows = corpus.attrs.get("failures") or []
     if not rows:

@@ -8,13 +8,13 @@ source-only training, during which lambda is 0), and D one of
 LMMD (class-conditional, target weights from the model's own predictions), global MMD,
 a domain-adversarial loss through a gradient-reversal layer (DANN), or nothing (`none`).
 Target labels are never read in training; they are used only to report target accuracy and to
-keep the target files of the shared classes (the usual cross-corpus protocol).
+keep the target files of the shared classes (the usual cross-corpus protocol). The reports of
+both modes are written by cross_corpus_report.py.
 """
 from __future__ import annotations
 
 import json
 import logging
-import resource
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,10 @@ from src.data_processing.corpora import shared_labels
 from src.training.callbacks import (collapse_guard, epoch_log, epoch_selector,  # noqa: F401
                                     epoch_timer, label_free_score)
 from src.training.config import OTHER_CORPUS, RunConfig
+from src.training.cross_corpus_report import (_plot_embeddings, describe_adapted_fold,
+                                              write_cross_corpus_reports)
 from src.training.data import (SERData, load_ser_data, make_dataset, speaker_groups,
-                                standardise_groups, stream_names, utterance_matrix)
+                                standardise_groups, stream_names)
 from src.training.estimators import (CLASSIC_MODELS, KerasEstimator, check_model_input,
                                      load_estimator, make_estimator)
 from src.training.evaluate import load_data_for_models, load_saved_run
@@ -36,9 +38,10 @@ from src.utils import io
 log = logging.getLogger(__name__)
 
 
-
 # ---------------------------------------------------------------------------- data
 def target_name(cfg: RunConfig) -> str:
+    """The target corpus: --target_data, else the other corpus of --data; ExperimentError when
+    there is none or it is the source corpus itself."""
     target = cfg.target_data or OTHER_CORPUS.get(cfg.data, "")
     if not target:
         raise ExperimentError(f"--target_data is required when --data is {cfg.data}")
@@ -96,6 +99,8 @@ def shared_class_names(cfg: RunConfig, target: str) -> list[str]:
 
 def load_domain(dataset: str, cfg: RunConfig, class_names: list[str],
                 feature_hashes: dict | None = None) -> SERData:
+    """`dataset`'s features (label map applied) restricted to `class_names`, labels indexed in
+    that order, speaker-standardised with --speaker_norm."""
     hashes = feature_hashes or cfg.feature_hashes(stream_names(cfg.feature_type,
                                                                cfg.fusion_streams))
     data = load_ser_data(dataset, cfg.feature_type, cfg.features_root, cfg.fusion_streams,
@@ -273,78 +278,6 @@ def run_adaptation(cfg: RunConfig) -> dict:
     if cfg.visualize:
         _plot_embeddings(source, target, model_dir, result_dir, run_id)
     return write_cross_corpus_reports(result_dir, run_id, saved, results, names)
-
-
-def describe_adapted_fold(result: dict) -> str:
-    """One-line summary of an adapted fold result: target and held-out source figures."""
-    t, s = result["target"]["metrics"], result["source"]["metrics"]
-    return (f"target UAR {100 * t['uar']:.2f}% WAR {100 * t['war']:.2f}% | source UAR "
-            f"{100 * s['uar']:.2f}% | {result['seconds_per_epoch']:.2f} s/epoch")
-
-
-def fold_ensemble_metrics(evaluations: list[dict], names: list[str]) -> dict | None:
-    """WAR/UAR/macro-F1 of the mean class probabilities of the fold models on the target (what
-    `--mode predict` gives with these models); None for one fold, or when the folds were
-    evaluated on different target files (`evaluations`: each fold result's "target" entry)."""
-    from src.utils.metrics import compute_metrics
-
-    if len(evaluations) < 2 or any(e["file_ids"] != evaluations[0]["file_ids"]
-                                   for e in evaluations):
-        return None
-    probs = np.mean([np.asarray(e["probs"]) for e in evaluations], axis=0)
-    metrics = compute_metrics(np.asarray(evaluations[0]["y_true"]), probs.argmax(axis=1), names)
-    return {k: float(metrics[k]) for k in ("war", "uar", "macro_f1")}
-
-
-def write_cross_corpus_reports(result_dir: Path, run_id: str, saved: dict, results: list[dict],
-                               names: list[str]) -> dict:
-    """report.xlsx on the target corpus (main figures) and source_report.xlsx on held-out
-    source folds."""
-    from src.training.report import write_run_report
-
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    def flatten(result, side):
-        return {"fold": result["fold"], **result[side], "history": result.get("history"),
-                "epochs": result.get("epochs"), "seconds": result.get("seconds"),
-                "seconds_per_epoch": result.get("seconds_per_epoch")}
-
-    extra = {"target_data": saved.get("target_data"), "da_method": saved["run"].get("da_method")}
-    ensemble = fold_ensemble_metrics([r["target"] for r in results], names)
-    if ensemble:
-        extra["ensemble"] = ensemble
-        print(f"fold ensemble ({len(results)} models, mean probabilities) on the target: "
-              f"UAR {100 * ensemble['uar']:.2f}% WAR {100 * ensemble['war']:.2f}% "
-              f"F1 {100 * ensemble['macro_f1']:.2f}%")
-    if all("source" in r for r in results):
-        source_summary = write_run_report(result_dir / "source", f"{run_id} (source folds)",
-                                          saved, [flatten(r, "source") for r in results], names)
-        extra["source"] = {k: v for k, v in source_summary.items()
-                           if k.endswith("_mean") or k.endswith("_std")}
-    return write_run_report(result_dir, f"{run_id} (target {saved.get('target_data')})",
-                            saved, [flatten(r, "target") for r in results], names,
-                            peak_memory_mb=peak_mb, extra=extra)
-
-
-def _plot_embeddings(source: SERData, target: SERData, model_dir: Path, result_dir: Path,
-                     run_id: str) -> None:
-    """t-SNE of utterance-level input vectors (`utterance_matrix`, before) and fold 1's
-    embeddings (after)."""
-    from src.utils.plots import plot_tsne
-
-    rng = np.random.default_rng(0)
-    pick_s = rng.permutation(source.n)[:600]
-    pick_t = rng.permutation(target.n)[:600]
-    s, t = source.subset(pick_s), target.subset(pick_t)
-    labels = np.array([source.class_names[i] for i in np.concatenate([s.labels, t.labels])])
-    domains = np.array([source.dataset] * s.n + [target.dataset] * t.n)
-    before = np.concatenate([utterance_matrix(s), utterance_matrix(t)])
-    plot_tsne(before, labels, domains, result_dir / "tsne_before.png",
-              title=f"{run_id}: input features (before adaptation)")
-    estimator = load_estimator(model_dir / "fold_01", source.class_names)
-    after = np.concatenate([estimator.embed(s), estimator.embed(t)])
-    plot_tsne(after, labels, domains, result_dir / "tsne_after.png",
-              title=f"{run_id}: embeddings after training (fold 1)")
 
 
 # ---------------------------------------------------------------------------- testing
