@@ -55,6 +55,7 @@ import keras
 import numpy as np
 
 from src.models.augment import SpecAugment
+from src.models.inputs import LENGTH_INPUT
 from src.models.layers import (
     BLOCK_TYPES,
     LEVEL_WEIGHTINGS,
@@ -68,7 +69,7 @@ from src.models.layers import (
 )
 from src.models.pooling import FirstFrame, MaskedMeanPooling, TemporalPyramidPooling
 
-LENGTH_INPUT = "length"
+
 PYRAMID_SCALES = (1, 2, 4)
 PYRAMID_HEADS = 4
 LOGMEL_FILTERS = 16

@@ -20,7 +20,7 @@ from src.data_processing.store import load_feature_set, load_fusion_set
 log = logging.getLogger(__name__)
 
 PAD_MULTIPLE = 16
-LENGTH_KEY = "length"
+from src.models.inputs import LENGTH_INPUT
 
 
 class DataError(ValueError):
@@ -329,7 +329,7 @@ def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: in
 
     def gather(index, t):
         inputs = {k: tf.gather(v, index)[:, :t] for k, v in streams.items()}
-        inputs[LENGTH_KEY] = tf.gather(lengths, index)
+        inputs[LENGTH_INPUT] = tf.gather(lengths, index)
         return inputs, tf.gather(onehot, index)
 
     utterance = set(data.utterance_streams)
@@ -338,14 +338,14 @@ def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: in
     def gather_mixed(index, t, partner, weight):
         (inputs, labels), (other, other_labels) = gather(index, t), gather(partner, t)
         frames = tf.range(tf.shape(inputs[first_stream])[1])[None, :]  # t, or T_max if shorter
-        own = frames < inputs[LENGTH_KEY][:, None]
-        theirs = frames < other[LENGTH_KEY][:, None]
+        own = frames < inputs[LENGTH_INPUT][:, None]
+        theirs = frames < other[LENGTH_INPUT][:, None]
         # frames only one of the two files has are copied from it, not mixed with padding
         w = tf.where(own & theirs, weight[:, None], tf.cast(own, tf.float32))[:, :, None]
         w_utt = weight[:, None, None]  # an utterance vector is always mixed
         mixed = {k: (w_utt if k in utterance else w) * inputs[k]
                  + (1.0 - (w_utt if k in utterance else w)) * other[k] for k in streams}
-        mixed[LENGTH_KEY] = tf.maximum(inputs[LENGTH_KEY], other[LENGTH_KEY])
+        mixed[LENGTH_INPUT] = tf.maximum(inputs[LENGTH_INPUT], other[LENGTH_INPUT])
         return mixed, weight[:, None] * labels + (1.0 - weight[:, None]) * other_labels
 
     n_batches = int(np.ceil(data.n / batch_size)) * len(slices)

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from src.training.config import RunConfig
-from src.training.data import LENGTH_KEY, PAD_MULTIPLE, SERData, length_sorted_batches, make_dataset
+from src.training.data import (LENGTH_INPUT, PAD_MULTIPLE, SERData, length_sorted_batches,
+                               make_dataset)
 from src.training.callbacks import epoch_log, epoch_timer, stop_on_non_finite
 from src.utils import io
 
@@ -249,6 +250,6 @@ def predict_probs(model, data: SERData, batch_size: int = 64) -> np.ndarray:
     for index in length_sorted_batches(data.lengths, batch_size, rng=None):
         t = int(np.ceil(data.lengths[index].max() / PAD_MULTIPLE) * PAD_MULTIPLE)
         inputs = {k: v[index, :t] for k, v in data.streams.items()}
-        inputs[LENGTH_KEY] = data.lengths[index]
+        inputs[LENGTH_INPUT] = data.lengths[index]
         out[index] = np.asarray(model(inputs, training=False))
     return out
