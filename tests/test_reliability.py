@@ -482,3 +482,14 @@ def test_learning_rate_schedule_and_clipping_follow_the_flags():
                               steps_per_epoch=5)
     assert float(keras.ops.convert_to_numpy(constant.learning_rate)) == pytest.approx(1e-3)
     assert constant.clipnorm is None
+
+
+def test_kept_epoch_is_the_last_on_a_fixed_schedule_and_the_best_with_early_stopping():
+    from src.training.experiment import kept_epoch
+
+    history = {"loss": [1.0, 0.5, 0.7], "val_loss": [0.9, 0.4, 0.6],
+               "val_accuracy": [0.2, 0.9, 0.5]}
+    assert kept_epoch(history, RunConfig(patience=0), 3) == 3
+    assert kept_epoch(history, RunConfig(patience=5, monitor="val_loss"), 3) == 2
+    assert kept_epoch(history, RunConfig(patience=5, monitor="val_accuracy"), 3) == 2
+    assert kept_epoch({}, RunConfig(), 0) == 0

@@ -152,9 +152,7 @@ def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
     metrics = compute_metrics(test.labels, y_pred, data.class_names)
     if fold_dir is not None:
         save_fold_model(fold_dir, estimator, train, val, test)
-    monitor_values = history.get(cfg.monitor) or history.get("loss")
-    best = (int(np.argmin(monitor_values) if "loss" in cfg.monitor
-                else np.argmax(monitor_values)) + 1) if monitor_values else 0
+    best = kept_epoch(history, cfg, len(epoch_times))
     result = {"fold": fold, "metrics": _jsonable_metrics(metrics),
               "y_true": test.labels.tolist(), "y_pred": y_pred.tolist(),
               "probs": probs.round(6).tolist(), "file_ids": list(test.file_ids),
@@ -264,6 +262,19 @@ def run_folds(folds: list, model_dir: Path, train, describe, agree=lambda flag: 
     if not chief:
         return []
     return finished_fold_results(results, [fold for fold, _, _ in folds], model_dir)
+
+
+def kept_epoch(history: dict, cfg: RunConfig, n_epochs: int) -> int:
+    """The epoch (1-based) whose weights the fold keeps: the last one on a fixed schedule
+    (--patience 0), else the best --monitor value (early stopping restores it); 0 without
+    epochs (scikit-learn models)."""
+    monitor_values = history.get(cfg.monitor) or history.get("loss")
+    if not n_epochs or not monitor_values:
+        return 0
+    if cfg.patience == 0:
+        return n_epochs
+    pick = np.argmin if "loss" in cfg.monitor else np.argmax
+    return int(pick(monitor_values)) + 1
 
 
 def describe_fold(result: dict) -> str:
