@@ -69,19 +69,19 @@ def latency_stats(times_ms) -> dict:
 def make_inputs(batch: int, frames: int = FRAMES, dim: int = N_MFCC,
                 seed: int = 0) -> dict[str, np.ndarray]:
     """Model inputs of `batch` utterances of `frames` frames: {"MFCC": (B, T, D), "length"}."""
-    from src.training.data import LENGTH_KEY
+    from src.training.data import LENGTH_INPUT
 
     rng = np.random.default_rng(seed)
     return {"MFCC": rng.standard_normal((batch, frames, dim)).astype(np.float32),
-            LENGTH_KEY: np.full((batch,), frames, dtype=np.int32)}
+            LENGTH_INPUT: np.full((batch,), frames, dtype=np.int32)}
 
 
 def features_to_inputs(mfcc: np.ndarray) -> dict[str, np.ndarray]:
     """(T, D) features of one file -> batch-1 model inputs."""
-    from src.training.data import LENGTH_KEY
+    from src.training.data import LENGTH_INPUT
 
     return {"MFCC": mfcc[None].astype(np.float32, copy=False),
-            LENGTH_KEY: np.array([mfcc.shape[0]], dtype=np.int32)}
+            LENGTH_INPUT: np.array([mfcc.shape[0]], dtype=np.int32)}
 
 
 def compiled_call(model, dim: int = N_MFCC):
@@ -89,10 +89,10 @@ def compiled_call(model, dim: int = N_MFCC):
     so one trace serves every batch size and length."""
     import tensorflow as tf
 
-    from src.training.data import LENGTH_KEY
+    from src.training.data import LENGTH_INPUT
 
     signature = [{"MFCC": tf.TensorSpec((None, None, dim), tf.float32),
-                  LENGTH_KEY: tf.TensorSpec((None,), tf.int32)}]
+                  LENGTH_INPUT: tf.TensorSpec((None,), tf.int32)}]
 
     @tf.function(input_signature=signature)
     def call(inputs):

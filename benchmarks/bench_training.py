@@ -170,7 +170,7 @@ def run_baseline(model, data, cfg, seed: int = SEED) -> dict:
     import keras
     import tensorflow as tf
 
-    from src.training.data import LENGTH_KEY
+    from src.training.data import LENGTH_INPUT
 
     optimizer = model.optimizer
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
@@ -185,7 +185,7 @@ def run_baseline(model, data, cfg, seed: int = SEED) -> dict:
         batches = baseline_batches(data.n, cfg.batch_size, rng)
         for index in batches:
             inputs = {k: v[index] for k, v in data.streams.items()}  # padded to the corpus max
-            inputs[LENGTH_KEY] = data.lengths[index]
+            inputs[LENGTH_INPUT] = data.lengths[index]
             targets = onehot[index]
             with tf.GradientTape() as tape:
                 probs = model(inputs, training=True)
