@@ -39,9 +39,9 @@ def test_fused_probabilities_are_the_weighted_mean_and_metrics_follow(tmp_path, 
     metrics = json.loads((tmp_path / "out" / "ab" / "metrics.json").read_text())
     war = [np.mean(pred[folds == f] == true[folds == f]) for f in (1, 2)]
     assert metrics["war_mean"] == pytest.approx(np.mean(war))
-    assert metrics["pooled"]["war"] == pytest.approx(np.mean(pred == true))
+    assert metrics["war_pooled"] == pytest.approx(np.mean(pred == true))
     recalls = [np.mean(pred[true == c] == c) for c in range(3)]
-    assert metrics["pooled"]["uar"] == pytest.approx(np.mean(recalls))
+    assert metrics["uar_pooled"] == pytest.approx(np.mean(recalls))
     assert metrics["weights"] == [1.0, 3.0] and "ab:" in capsys.readouterr().out
 
 

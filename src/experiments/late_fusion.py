@@ -89,11 +89,12 @@ def fold_metrics(fused: pd.DataFrame) -> list[dict]:
 
 
 def summary_json(summary: dict, runs: list[str], weights: np.ndarray) -> dict:
-    """The metrics.json of a fused run (the keys `format_summary_line` and the analysis read)."""
+    """The metrics.json of a fused run, with the keys of a trained run's metrics.json."""
     out = {"late_fusion_of": runs, "weights": [float(w) for w in weights],
-           "n_folds": summary["n_folds"], "pooled": summary["pooled"]}
+           "n_folds": summary["n_folds"]}
     for key in ("war", "uar", "macro_f1"):
         out[f"{key}_mean"], out[f"{key}_std"] = summary[key]["mean"], summary[key]["std"]
+        out[f"{key}_pooled"] = summary["pooled"][key]
     return out
 
 
