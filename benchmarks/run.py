@@ -139,8 +139,22 @@ for _source, _target in (("RAVDESS", "EMODB"), ("EMODB", "RAVDESS")):
         for method in ("none", "lmmd")]
 
 
+# Late fusion of finished runs of this list (src.experiments.late_fusion): "fuses" names them;
+# "args" are the first fused run's, for the row's corpus and protocol.
+_OPENSMILE_LOSO = [f"emodb-{feature.lower()}-{model}-loso" for feature in ("ComParE", "eGeMAPS")
+                   for model in ("logreg", "svm")]
+ACCURACY_RUNS.append(
+    {"name": "emodb-opensmile-late-fusion-loso", "fuses": _OPENSMILE_LOSO,
+     "model": "late fusion", "feature": "ComParE + eGeMAPS, --speaker_norm",
+     "args": next(r["args"] for r in ACCURACY_RUNS if r["name"] == _OPENSMILE_LOSO[0])})
+
+
 def accuracy_command(run: dict) -> list[str]:
     """argv (after the interpreter) of one accuracy run, with its fixed run id."""
+    if "fuses" in run:
+        return ["-m", "src.experiments.late_fusion",
+                *(f"results/bench-acc-{name}" for name in run["fuses"]),
+                "--name", f"bench-acc-{run['name']}"]
     return ["-m", "src.training.main", *run["args"], *ACCURACY_FLAGS,
             "--run_id", f"bench-acc-{run['name']}"]
 
@@ -351,7 +365,8 @@ def run_info(run: dict) -> dict:
         label += f", {len(label_set)} classes"
     if feature == "FUSION":
         label += f" ({_flag(args, '--fusion_streams', defaults.fusion_streams)})"
-    model = _flag(args, "--model", defaults.model)
+    model = run.get("model") or _flag(args, "--model", defaults.model)
+    label = run.get("feature", label)
     return {"data": data, "target_data": target, "cross": target is not None,
             "feature_type": feature, "feature": label, "protocol": protocol, "model": model,
             "baseline": run.get("group") == "baseline",

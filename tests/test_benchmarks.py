@@ -163,6 +163,13 @@ def test_accuracy_runs_parse_with_the_training_cli():
     ids = set()
     for entry in run.ACCURACY_RUNS:
         argv = run.accuracy_command(entry)
+        if "fuses" in entry:  # late fusion of runs listed before it, by their results folders
+            earlier = [e["name"] for e in run.ACCURACY_RUNS[:run.ACCURACY_RUNS.index(entry)]]
+            assert argv[:2] == ["-m", "src.experiments.late_fusion"]
+            assert set(entry["fuses"]) <= set(earlier)
+            assert argv[2:-2] == [f"results/bench-acc-{n}" for n in entry["fuses"]]
+            ids.add(argv[-1])
+            continue
         assert argv[:2] == ["-m", "src.training.main"]
         cfg = config_from_args(parser.parse_args(argv[2:]))
         assert (cfg.preset, cfg.lr, cfg.epoch, cfg.patience) == ("light", 1e-3, 60, 0)
