@@ -49,8 +49,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "timnet_peer_driver.py"
-FEATURE_SETS = {"EMODB": "f6c81420", "RAVDESS": "8a375011"}  # --preset timnet extraction
-PROTECTED_PREFIX = "timnet-preset-"  # runs trained elsewhere: only ever read
+CORPORA = ("EMODB", "RAVDESS")
 N_FOLDS, FOLD_SEED = 10, 46
 OBTAIN = ("clone Jiaxin-Ye/TIM-Net_SER to $TIMNET_HOME and make $TIMNET_PYTHON with `python3 -m "
           "venv /work/scratch/timnet-venv && /work/scratch/timnet-venv/bin/pip install "
@@ -59,10 +58,17 @@ METRICS = ("accuracy", "uar", "macro_f1", "seconds_per_epoch_median", "seconds_p
            "peak_rss_mb")
 
 
+def timnet_feature_set(corpus: str) -> str:
+    """Hash of the MFCC set that `run_data_processing --dataset CORPUS --preset timnet` writes."""
+    from src.data_processing.config import timnet_config
+
+    return timnet_config(corpus).feature_hash("MFCC")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_timnet_peer",
                                 description=__doc__.split("\n")[0])
-    p.add_argument("--corpus", default="EMODB", choices=sorted(FEATURE_SETS))
+    p.add_argument("--corpus", default="EMODB", choices=CORPORA)
     p.add_argument("--feature_set", default="", help="MFCC feature-set hash (default: the "
                    "--preset timnet one of the corpus)")
     p.add_argument("--folds", default="1-3", help="1-based folds: 1-3 or 1,4")
@@ -250,7 +256,7 @@ def main(argv=None) -> int:
     from src.training.config import RunConfig
 
     folds = list(RunConfig(folds=args.folds).fold_numbers())
-    feature_set = args.feature_set or FEATURE_SETS[args.corpus]
+    feature_set = args.feature_set or timnet_feature_set(args.corpus)
     data_dir = data_root() / args.corpus
     meta = export_features(args.corpus, feature_set, data_dir)
     print(f"exported {args.corpus} {meta['feature_set']} {meta['shape']} -> {data_dir}")
@@ -276,8 +282,6 @@ def main(argv=None) -> int:
         report["systems"]["ours"] = {"skipped": "skipped (--skip_ours)"}
     else:
         run_id = args.ours_run_id or f"bench-peer-{args.corpus.lower()}-e{args.epochs}"
-        if not args.ours_run_id and run_id.startswith(PROTECTED_PREFIX):
-            raise SystemExit(f"refusing to overwrite {run_id}")
         run = {"command": f"collected run {run_id}"} if args.ours_run_id else \
             run_ours(args, folds, feature_set, run_id)
         rows = collect_ours(args.corpus, run_id, folds, meta, run.get("peak_rss_mb"))
