@@ -21,8 +21,9 @@ import shlex
 from pathlib import Path
 from typing import Any, Sequence
 
-from src.training.config import ADAPTATION_ONLY, BOOKKEEPING
+from src.training.config import ADAPTATION_ONLY, BOOKKEEPING, RunConfig
 from src.training.main import build_parser  # light: no TensorFlow import
+from src.training.presets import PRESET_FLAGS
 
 from .sweep_spec import VARIANTS_KEY, SweepError, SweepSpec
 
@@ -143,14 +144,25 @@ def config_hash(flags: dict[str, Any], defaults: dict[str, Any] | None = None) -
     return hashlib.sha1(json.dumps(items).encode()).hexdigest()[:8]
 
 
+# Flags whose default came from --preset before presets set schedules too: a value given for
+# them always counted as set, so it still does (configuration hashes of earlier sweeps stay).
+_ALWAYS_SET = frozenset({"filter_size", "dilation_size", "kernel_size", "stack_size", "dropout",
+                         "block"})
+
+
 def cli_defaults(actions: dict[str, argparse.Action]) -> dict[str, Any]:
-    """Canonical default value of every valued flag that has one."""
+    """Canonical default value of every valued flag that has one; a flag whose default comes
+    from --preset counts at its seed default (RunConfig), as before presets set it."""
+    seed = RunConfig()
     defaults = {}
     for dest, action in actions.items():
-        if action.nargs in (0, "+") or action.default is None:
+        default = action.default
+        if default is None and dest in PRESET_FLAGS and dest not in _ALWAYS_SET:
+            default = getattr(seed, dest)
+        if action.nargs in (0, "+") or default is None:
             continue
         try:
-            defaults[dest] = _canonical_value(action, str(action.default), "default")
+            defaults[dest] = _canonical_value(action, str(default), "default")
         except SweepError:
             pass
     return defaults
