@@ -320,6 +320,28 @@ def test_standardise_groups_uses_each_groups_own_valid_frames():
         assert not out[i, length:].any()  # padding stays zero
 
 
+def test_standardise_groups_zeroes_dimensions_constant_within_a_group():
+    """A dimension constant (up to float32 rounding) in a group is 0 there, not rounding noise
+    divided by a floored std, which a later standardisation would blow up on another corpus."""
+    from src.training.data import group_scaling, standardise_groups
+
+    rng = np.random.default_rng(5)
+    data = fake_data(n=12, speakers=3)
+    vectors = rng.normal(0.0, 1.0, (12, 1, 3)).astype(np.float32)
+    vectors[:, 0, 1] = -100.0  # constant everywhere
+    vectors[:, 0, 2] = 3e-9 + rng.normal(0.0, 1e-12, 12)  # rounding-level noise only
+    data.streams["MFCC"] = vectors
+    data.lengths = np.ones(12, np.int32)
+    out = standardise_groups(data, data.metadata["speaker"].to_numpy()).streams["MFCC"][:, 0]
+    assert not out[:, 1:].any()
+    for group in np.unique(data.metadata["speaker"]):
+        rows = np.flatnonzero(data.metadata["speaker"].to_numpy() == group)
+        x = vectors[rows, 0, 0]
+        np.testing.assert_allclose(out[rows, 0], (x - x.mean()) / x.std(), rtol=1e-4, atol=1e-5)
+    mean, scale = group_scaling(np.array([[1e4, 0.0], [1e4 + 1e-3, 1.0]]))
+    assert scale[0] == 0.0 and scale[1] == np.float32(2.0)  # 1e-3 on 1e4 is float32 noise
+
+
 def test_speaker_norm_is_applied_again_by_test_and_predict(synthetic_features, tmp_path, capsys):
     args = ["--mode", "train", "--epoch", "3", "--split_fold", "3", "--max_folds", "1",
             "--run_id", "spk", "--speaker_norm", *TINY]

@@ -221,12 +221,27 @@ def standardise_groups(data: SERData, groups: np.ndarray) -> SERData:
     streams = {name: np.zeros_like(array) for name, array in data.streams.items()}
     for group in pd.unique(groups):
         rows = np.flatnonzero(groups == group)
-        stats = normalisation_stats(data.subset(rows))
         for name, array in data.streams.items():
-            mean, var = stats[name]
-            valid = valid_frames(data, name)[rows][..., None]
-            streams[name][rows] = np.where(valid, (array[rows] - mean) / np.sqrt(var), 0.0)
+            valid = valid_frames(data, name)[rows]
+            mean, scale = group_scaling(array[rows][valid])
+            streams[name][rows] = np.where(valid[..., None], (array[rows] - mean) * scale, 0.0)
     return dataclasses.replace(data, streams=streams)
+
+
+def group_scaling(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (D,), scale (D,)) that standardise `frames` (n, D): scale = 1/std, and 0 for a
+    dimension whose variance is at float32 noise level (var <= 1e-8 + 1e-10 mean^2).
+
+    A dimension that is constant within a group carries nothing in that group; dividing its
+    rounding noise by a floored std (the former rule) gave values near zero but not zero, which
+    the model's own standardisation then blew up by 10^4 on another corpus (ComParE has ~60 such
+    dimensions: R->E logistic regression 27 % UAR with them, 51 % without).
+    """
+    frames = frames.astype(np.float64)
+    mean, var = frames.mean(axis=0), frames.var(axis=0)
+    informative = var > 1e-8 + 1e-10 * np.square(mean)
+    scale = np.where(informative, 1.0 / np.sqrt(np.where(informative, var, 1.0)), 0.0)
+    return mean.astype(np.float32), scale.astype(np.float32)
 
 
 def class_balanced_draw(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
