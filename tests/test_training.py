@@ -342,6 +342,29 @@ def test_standardise_groups_zeroes_dimensions_constant_within_a_group():
     assert scale[0] == 0.0 and scale[1] == np.float32(2.0)  # 1e-3 on 1e4 is float32 noise
 
 
+def test_a_dimension_constant_in_training_does_not_reach_the_model():
+    """model_scaling gives such a dimension a ~0 scale, so another corpus's values there do not
+    change the MLP's output (with the former 1e-8 variance floor they were multiplied by 1e4)."""
+    from src.models.inputs import LENGTH_INPUT
+    from src.models.mlp import build_mlp
+    from src.training.data import UNUSED_VARIANCE, model_scaling
+
+    rng = np.random.default_rng(2)
+    train = rng.normal(0.0, 1.0, (50, 3)).astype(np.float32)
+    train[:, 2] = 0.0
+    mean, variance = model_scaling(train)
+    assert variance[2] == np.float32(UNUSED_VARIANCE)
+    np.testing.assert_allclose(variance[:2], train[:, :2].var(axis=0), rtol=1e-5)
+    model = build_mlp({"ComParE": 3}, 4, ("ComParE",), (8,), 0.0, norm_stats=(mean, variance))
+    target = rng.normal(0.0, 1.0, (6, 1, 3)).astype(np.float32)
+    blanked = target.copy()
+    blanked[..., 2] = 0.0
+    lengths = np.ones(6, np.int32)
+    np.testing.assert_allclose(model({"ComParE": target, LENGTH_INPUT: lengths}).numpy(),
+                               model({"ComParE": blanked, LENGTH_INPUT: lengths}).numpy(),
+                               atol=1e-6)
+
+
 def test_speaker_norm_is_applied_again_by_test_and_predict(synthetic_features, tmp_path, capsys):
     args = ["--mode", "train", "--epoch", "3", "--split_fold", "3", "--max_folds", "1",
             "--run_id", "spk", "--speaker_norm", *TINY]

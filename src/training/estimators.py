@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from src.training.config import RunConfig
-from src.training.data import DataError, SERData, normalisation_stats, utterance_matrix
+from src.training.data import (DataError, SERData, model_scaling, normalisation_stats,
+                               utterance_matrix)
 from src.training.fitting import (compile_model, fit_model, model_config_from, predict_probs,
                                   save_model)
 
@@ -59,7 +60,7 @@ class KerasEstimator:
         n_classes = len(self.class_names)
         if self.cfg.model == "mlp":
             vectors = utterance_matrix(train)
-            stats = (vectors.mean(axis=0), vectors.var(axis=0)) if normalise else None
+            stats = model_scaling(vectors) if normalise else None
             self.model = build_mlp(train.input_dims, n_classes, train.utterance_streams,
                                    self.cfg.mlp_sizes(), self.cfg.mlp_dropout, norm_stats=stats)
         else:
