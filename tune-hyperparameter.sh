@@ -5,6 +5,7 @@
 #        [-j N] [--dry-run] [--results_root DIR] [--threads T] [-- extra flags for every run]
 #
 #   bash tune-hyperparameter.sh sweeps/quick.sh -j 2                 # ~10 min on 2 cores
+#   bash tune-hyperparameter.sh sweeps/quick.yaml -j 2               # the same sweep, as YAML
 #   bash tune-hyperparameter.sh sweeps/default.sh --samples 20 -j 2  # seeded random sample
 #   bash tune-hyperparameter.sh sweeps/quick.sh --dry-run | parallel -j 4   # or a Slurm array
 #

@@ -123,3 +123,130 @@ def test_fold_seed_picks_the_shuffled_kfold_split():
         assert all(np.array_equal(a[1], b[1]) for a, b in zip(ours, theirs))
     assert not np.array_equal(make_folds(Corpus(), "kfold", 10, fold_seed=42)[0][1],
                               make_folds(Corpus(), "kfold", 10, fold_seed=46)[0][1])
+
+
+# Run ids computed by the code of commit 43c2cf4 (before the settings were declared with their
+# metadata in src.training.flags and the parser generated from them): the same command lines
+# must keep giving the same ids.
+IDS_BEFORE_FLAG_METADATA = [
+    ([], "EMODB-MFCC-kfold-52e3cd05"),
+    (["--mode", "train-lmmd", "--target_data", "ravdess", "--da_method", "mmd", "--select_epoch",
+      "label_free", "--target_entropy", "0.1", "--collapse_guard", "false", "--domain_norm",
+      "--label_map", "x"], "EMODB-to-RAVDESS-MFCC-lmmd-eb1904ab"),
+    (["--preset", "timnet"], "EMODB-MFCC-kfold-4ae26318"),
+    (["--preset", "light", "--model", "mlp", "--feature_type", "eGeMAPS", "--mixup", "0.2",
+      "--balanced_batches", "--time_masks", "2", "--fold_seed", "46", "--threads", "3",
+      "--folds", "1-3", "--mixed_precision"], "EMODB-eGeMAPS-kfold-5ad3f691"),
+    (["--protocol", "loso", "--data", "RAVDESS", "--feature_type", "FUSION", "--fusion_streams",
+      "MFCC,LogMel,eGeMAPS", "--head_units", "none", "--use_dtpm", "false", "--level_weights",
+      "linear", "--speaker_norm", "--label_set", "angry,sad"], "RAVDESS-FUSION-loso-7a724fdd"),
+]
+
+
+@pytest.mark.parametrize("argv,run_id", IDS_BEFORE_FLAG_METADATA)
+def test_run_ids_of_command_lines_are_unchanged(argv, run_id):
+    assert parse_config(argv, build_parser()).default_run_id() == run_id
+
+
+def test_run_ids_of_configs_built_directly_are_unchanged():
+    assert RunConfig().default_run_id() == "EMODB-MFCC-kfold-52e3cd05"
+    assert RunConfig(mode="train-lmmd", target_data="RAVDESS").default_run_id() == \
+        "EMODB-to-RAVDESS-MFCC-lmmd-a8349c7c"
+
+
+def test_every_field_has_exactly_one_flag_and_the_help_lists_the_groups():
+    import argparse
+    import dataclasses
+
+    from src.training.flags import FIELDS, GROUPS
+    from src.training.main import NO_FLAG
+    from src.training.presets import PRESET_FLAGS
+
+    parser = build_parser()
+    actions = [a for a in parser._actions if a.dest != "help"]
+    assert NO_FLAG == {"min_lr"}  # the documented exception: a config-file-only setting
+    assert sorted(a.dest for a in actions) == sorted(set(FIELDS) - NO_FLAG)
+    assert all(a.option_strings == [f"--{a.dest}"] for a in actions)
+    seed = RunConfig()
+    for action in actions:
+        default = getattr(seed, action.dest)
+        if action.dest in PRESET_FLAGS:
+            assert action.default is None, action.dest
+        elif isinstance(action, argparse._StoreTrueAction):
+            assert default is False and action.default is False
+        else:
+            assert action.default == (list(default) if action.dest == "audio" else default)
+    help_text = parser.format_help()
+    assert all(f"\n{title}:\n" in help_text for title in GROUPS.values())
+    assert not set(GROUPS) & set(FIELDS)  # a nested config key is never a flag
+    assert all(f.metadata["help"] for f in dataclasses.fields(RunConfig))
+
+
+def test_identity_sets_follow_the_field_metadata():
+    from src.training import config
+    from src.training.flags import FIELDS
+
+    assert config.HARDWARE <= config.BOOKKEEPING
+    assert config.ADAPTATION_ONLY == {n for n, f in FIELDS.items()
+                                      if f.metadata["group"] == "adaptation"}
+    assert config._NOT_IN_RUN_ID == config.BOOKKEEPING | {"mode"}
+    assert not config._IN_RUN_ID_WHEN_SET & config._NOT_IN_RUN_ID
+    cfg = RunConfig(data="RAVDESS", lr=1e-3)
+    other = {bool: True, int: 3, str: "x", tuple: ("x",)}
+    for name in config.BOOKKEEPING:  # bookkeeping never moves the id
+        changed = RunConfig(**{**cfg.to_dict(), "audio": (),
+                               name: other[type(FIELDS[name].default)]})
+        assert changed.run_hash() == cfg.run_hash(), name
+    assert RunConfig(data="RAVDESS", lr=1e-3, mixed_precision=True).run_hash() != cfg.run_hash()
+
+
+NESTED_ARGV = ["--mode", "train-lmmd", "--data", "RAVDESS", "--target_data", "EMODB",
+               "--model", "mlp", "--lr", "0.002", "--epoch", "7", "--speaker_norm",
+               "--collapse_guard", "false", "--preset", "timnet", "--head_units", "64",
+               "--time_masks", "1", "--threads", "2"]
+
+
+def test_run_yaml_is_nested_by_group_and_round_trips(tmp_path):
+    import yaml
+
+    from src.training.flags import GROUPS
+
+    direct = parse_config(NESTED_ARGV, build_parser())
+    write_run_yaml(tmp_path / "run.yaml", direct)
+    saved = yaml.safe_load((tmp_path / "run.yaml").read_text())
+    assert set(saved) <= set(GROUPS) and saved["optimisation"]["lr"] == 0.002
+    assert saved["input"]["speaker_norm"] is True and saved["hardware"]["threads"] == 2
+    again = parse_config(["--config", str(tmp_path / "run.yaml")], build_parser())
+    assert again == RunConfig.from_dict({**direct.to_dict(), "config": again.config})
+    assert again.default_run_id() == direct.default_run_id()
+
+
+def test_flat_and_nested_files_give_the_same_config(tmp_path):
+    import yaml
+
+    direct = parse_config(NESTED_ARGV, build_parser())
+    flat = {k: v for k, v in direct.to_dict().items() if k not in ("config", "audio")}
+    (tmp_path / "flat.yaml").write_text(yaml.safe_dump(flat))  # run.yaml as written before
+    (tmp_path / "mixed.toml").write_text(
+        'mode = "train-lmmd"\ndata = "RAVDESS"\npreset = "timnet"\n'
+        '[input]\nspeaker_norm = true\n[optimisation]\nlr = 0.002\nepoch = 7\n'
+        '[architecture]\nmodel = "mlp"\nhead_units = "64"\ntime_masks = 1\n'
+        '[adaptation]\ntarget_data = "EMODB"\ncollapse_guard = false\n'
+        '[hardware]\nthreads = 2\n')
+    for name in ("flat.yaml", "mixed.toml"):
+        cfg = parse_config(["--config", str(tmp_path / name)], build_parser())
+        assert cfg.default_run_id() == direct.default_run_id(), name
+        assert {**cfg.to_dict(), "config": ""} == {**direct.to_dict(), "config": ""}, name
+
+
+@pytest.mark.parametrize("text,message", [
+    ("optimisation: 3\n", "group 'optimisation' must be a mapping"),
+    ("lr: 0.1\noptimisation: {lr: 0.2}\n", "flag 'lr' is given twice"),
+    ("optimisation: {lrr: 0.1}\n", "unknown flag 'lrr'")])
+def test_bad_nested_config_files_give_one_line_naming_the_file(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SystemExit):
+        parse_config(["--config", str(path)], build_parser())
+    err = capsys.readouterr().err
+    assert str(path) in err and message in err and "Traceback" not in err

@@ -692,3 +692,55 @@ def test_tiny_real_sweep_then_analysis(tmp_path, monkeypatch):
     assert sorted(table["lr"]) == [0.003, 0.01]
     assert (results / "analysis" / "plots" / "uar_vs_lr.png").is_file()
     assert (results / "analysis" / "plots" / "confusion_best.png").is_file()
+
+
+# --------------------------------------------------------------------------- YAML sweep files
+
+def test_yaml_sweep_equals_its_bash_twin():
+    bash = sweep_spec.parse_sweep_file(REPO_ROOT / "sweeps" / "quick.sh")
+    yaml_spec = sweep_spec.parse_sweep_file(REPO_ROOT / "sweeps" / "quick.yaml")
+    assert yaml_spec == bash
+    configs = sweep_grid.expand(yaml_spec)
+    assert [(c.hash, c.flags) for c in configs[0]] == \
+        [(c.hash, c.flags) for c in sweep_grid.expand(bash)[0]]
+    assert sweep_cli.resolve_sweep_file("quick.yaml") == REPO_ROOT / "sweeps" / "quick.yaml"
+
+
+def test_yaml_sweep_groups_switches_and_variants(tmp_path):
+    bash = sweep_spec.parse_sweep_file(write(tmp_path / "g.sh", SWEEP_TEXT + textwrap.dedent("""\
+        speaker_norm=(true false)
+        VARIANTS=("--feature_type MFCC" "--feature_type FUSION --fusion_streams MFCC,LogMel")
+    """)))
+    yaml_file = write(tmp_path / "g.yaml", textwrap.dedent("""\
+        fixed: {run: {preset: light}, optimisation: {epoch: 30},
+                evaluation: {split_fold: 5, max_folds: 2}, domain_norm: false}
+        grid:
+          optimisation: {lr: [3e-4, 1e-3]}
+          dropout: [0.1, 0.4]
+          mode: [train, train-lmmd]
+          lmmd_weight: [0.5, 1.0]
+          speaker_norm: [true, false]
+          VARIANTS: ["--feature_type MFCC", {feature_type: FUSION, fusion_streams: "MFCC,LogMel"}]
+    """))
+    spec = sweep_spec.parse_sweep_file(yaml_file)
+    assert spec.axes == bash.axes and spec.fixed == bash.fixed
+    assert [c.hash for c in sweep_grid.expand(spec)[0]] == \
+        [c.hash for c in sweep_grid.expand(bash)[0]]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("grid: {lrr: [0.1, 0.2]}\n", "grid: unknown flag 'lrr'"),
+    ("grid: {optimisation: {lrr: [0.1]}}\n", "grid: unknown flag 'lrr'"),
+    ("fixed: {epochs: 3}\n", "fixed: unknown flag 'epochs'"),
+    ("grid: {lr: 0.1}\n", "grid: lr: expected a list"),
+    ("grid: {lr: []}\n", "grid: lr: the list has no values"),
+    ("grids: {lr: [0.1]}\n", "unknown key 'grids'"),
+    ("grid: [lr]\n", "grid: expected a mapping"),
+    ("grid: {lr: [0.1\n", "cannot read it")])
+def test_yaml_sweep_errors_name_the_file_and_the_key(tmp_path, capsys, text, message):
+    path = write(tmp_path / "bad.yaml", text)
+    with pytest.raises(sweep_spec.SweepError, match=re.escape(message)) as err:
+        sweep_spec.parse_sweep_file(path)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+    assert sweep_cli.main([str(path), "--dry-run"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

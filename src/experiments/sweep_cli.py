@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a grid (or a seeded random sample of it) of training configurations; "
                     "resumable, failures logged, N at a time. Flags after -- go to every run.")
     p.add_argument("sweep_file", nargs="?", default=None,
-                   help="sweep file (default sweeps/default.sh)")
+                   help="sweep file, bash syntax (.sh) or YAML (.yaml) (default "
+                        "sweeps/default.sh)")
     p.add_argument("--samples", type=int, default=None,
                    help="run a random sample of N configurations (seeded by --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed of --samples (default 0)")
@@ -52,14 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_sweep_file(name: str | None) -> Path:
     """A sweep file given as a path, relative to the repository, or by name under sweeps/
-    (with or without `.sh`); sweeps/default.sh when None."""
+    (with or without `.sh`, then `.yaml`, `.yml`); sweeps/default.sh when None."""
     if name is None:
         return DEFAULT_SWEEP
     path = Path(name)
     if path.exists() or path.is_absolute():
         return path
     for candidate in (REPO_ROOT / path, REPO_ROOT / "sweeps" / path,
-                      REPO_ROOT / "sweeps" / f"{path}.sh"):
+                      *(REPO_ROOT / "sweeps" / f"{path}{suffix}"
+                        for suffix in (".sh", ".yaml", ".yml"))):
         if candidate.exists():
             return candidate
     return path

@@ -15,6 +15,17 @@ here; nothing in it is executed. Allowed lines:
 Arrays may span lines. The grid is the Cartesian product of the arrays in file order
 (`VARIANTS` counts as one array; see sweep_grid.py). Precedence when a flag is given twice:
 FIXED < arrays and VARIANTS < the extra flags after `--`.
+
+A sweep file ending in .yaml/.yml says the same as a mapping (flat, or grouped like the
+`--config` files of src.training.main: `optimisation: {lr: [1e-3, 2e-3]}`):
+
+    fixed: {preset: light, epoch: 30}     # flags given to every configuration (FIXED)
+    grid:                                 # one list per flag, in file order
+      lr: [3e-4, 1e-3]
+      use_dtpm: [true, false]
+      VARIANTS: ["--feature_type MFCC", {feature_type: FUSION, fusion_streams: "MFCC,LogMel"}]
+
+Both forms give the same SweepSpec, hence the same configurations and sweep hashes.
 """
 from __future__ import annotations
 
@@ -22,6 +33,11 @@ import dataclasses
 import os
 import shlex
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from src.training.flags import FIELDS, flat_items, is_switch
 
 VARIANTS_KEY = "VARIANTS"
 FIXED_KEY = "FIXED"
@@ -187,11 +203,92 @@ def _closing_index(rest: str) -> int:
 
 
 def parse_sweep_file(path: str | os.PathLike) -> SweepSpec:
-    """Read and parse a sweep file; its name is the file's stem. SweepError when unreadable."""
+    """Read and parse a sweep file, bash syntax or YAML (.yaml/.yml); its name is the file's
+    stem. SweepError when unreadable."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as err:
         raise SweepError(f"cannot read sweep file {path}: {err.strerror}") from None
+    if path.suffix in (".yaml", ".yml"):
+        return parse_sweep_yaml(text, name=path.stem, source=str(path))
     return parse_sweep_text(text, name=path.stem, source=str(path))
 
+
+def parse_sweep_yaml(text: str, name: str = "sweep", source: str = "<sweep>") -> SweepSpec:
+    """Parse a YAML sweep file ({fixed: {flag: value}, grid: {flag: [values]}}, see the module
+    docstring) into the SweepSpec its bash equivalent gives; SweepError (one line naming
+    `source`) on bad YAML, an unknown key or flag, or a grid entry that is not a list."""
+    try:
+        document = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise SweepError(f"{source}: cannot read it ({' '.join(str(err).split())})") from None
+    if not isinstance(document, dict):
+        raise SweepError(f"{source}: expected a mapping with 'fixed' and 'grid'")
+    unknown = sorted(set(map(str, document)) - {"fixed", "grid"})
+    if unknown:
+        raise SweepError(f"{source}: unknown key {unknown[0]!r} (expected 'fixed' and 'grid')")
+    fixed: list[str] = []
+    for key, value in _flag_items(document.get("fixed") or {}, source, "fixed"):
+        fixed += _value_tokens(key, value, f"{source}: fixed: {key}")
+    axes: list[tuple[str, list[str]]] = []
+    for key, values in _flag_items(document.get("grid") or {}, source, "grid"):
+        where = f"{source}: grid: {key}"
+        if not isinstance(values, list):
+            raise SweepError(f"{where}: expected a list of values, got {values!r}")
+        if not values:
+            raise SweepError(f"{where}: the list has no values")
+        if key == VARIANTS_KEY:
+            axes.append((key, [_variant(value, where) for value in values]))
+        else:
+            axes.append((key, [_raw(value, where) for value in values]))
+    return SweepSpec(name=name, axes=axes, fixed=fixed)
+
+
+def _flag_items(values: Any, source: str, section: str) -> list[tuple[str, Any]]:
+    """(flag, value) of the `fixed` or `grid` mapping (flat or grouped); SweepError naming the
+    file and the key on an unknown flag."""
+    if not isinstance(values, dict):
+        raise SweepError(f"{source}: {section}: expected a mapping of flags")
+    try:
+        items = list(flat_items(values))
+    except ValueError as err:
+        raise SweepError(f"{source}: {section}: {err}") from None
+    for key, _ in items:
+        allowed = key in FIELDS and FIELDS[key].metadata["cli"]
+        if not (allowed or (section == "grid" and key.upper() == VARIANTS_KEY)):
+            raise SweepError(f"{source}: {section}: unknown flag {key!r} (not a flag of "
+                             f"python -m src.training.main)")
+    return [(VARIANTS_KEY if key.upper() == VARIANTS_KEY else key, value)
+            for key, value in items]
+
+
+def _raw(value: Any, where: str) -> str:
+    """A YAML scalar as the text a bash sweep file would hold (true/false for booleans)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None or isinstance(value, (dict, list)):
+        raise SweepError(f"{where}: expected a single value, got {value!r}")
+    return str(value)
+
+
+def _value_tokens(key: str, value: Any, where: str) -> list[str]:
+    """One fixed flag as argv tokens: a switch when true (nothing when false); lists (--audio)
+    as several values."""
+    if key in FIELDS and is_switch(key) and isinstance(value, bool):
+        return [f"--{key}"] if value else []
+    if isinstance(value, list):
+        return [f"--{key}", *(_raw(item, where) for item in value)]
+    return [f"--{key}", _raw(value, where)]
+
+
+def _variant(value: Any, where: str) -> str:
+    """A VARIANTS entry: a flag string as is, or a {flag: value} mapping as a flag string."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        tokens: list[str] = []
+        for key, item in _flag_items(value, where, "VARIANTS"):
+            tokens += _value_tokens(key, item, f"{where} {key}")
+        return shlex.join(tokens)
+    raise SweepError(f"{where}: expected a flag string or a mapping, got {value!r}")

@@ -8,134 +8,41 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from src.training.flags import DEFAULTS, REPO_ROOT, RunFlags, names_where  # noqa: F401
 
-# The one list of flags that do not change what is trained (paths, display, hardware,
-# bookkeeping): out of the run id, of a sweep configuration's identity and of the configuration
-# columns of the analysis; `export.training_command` keeps the hardware ones.
-BOOKKEEPING = frozenset({"visualize", "test_path", "audio", "output", "features_root",
-                         "results_root", "models_root", "run_id", "overwrite", "verbose",
-                         "distribute", "threads", "jit", "folds", "tensorboard", "config"})
-HARDWARE = frozenset({"distribute", "threads", "jit", "folds"})
+# The run settings are declared once, with their metadata, in src.training.flags; the sets below
+# are derived from it.
+# Flags that do not change what is trained (paths, display, hardware, bookkeeping): out of the
+# run id, of a sweep configuration's identity and of the configuration columns of the analysis;
+# `export.training_command` keeps the hardware ones.
+BOOKKEEPING = names_where("identity", "never")
+HARDWARE = names_where("hardware", True)
 # Flags that only `--mode train-lmmd` reads.
-ADAPTATION_ONLY = frozenset({"target_data", "da_method", "lmmd_weight", "kernel_mul",
-                             "kernel_num", "fix_sigma", "pseudo_label", "confidence",
-                             "domain_norm", "label_map", "da_warmup", "collapse_guard",
-                             "target_entropy", "select_epoch"})
+ADAPTATION_ONLY = names_where("group", "adaptation")
 # The mode is the run id's prefix (`default_run_id`), not part of its hash.
-_NOT_IN_RUN_ID = BOOKKEEPING | {"mode"}
+_NOT_IN_RUN_ID = BOOKKEEPING | names_where("identity", "prefix")
 # Default target of each corpus in cross-corpus modes.
 OTHER_CORPUS = {"EMODB": "RAVDESS", "RAVDESS": "EMODB"}
 # Flags added after runs were published: left out of the run id while at their default, so the
 # ids (and resumable runs) made before they existed stay the same.
-_IN_RUN_ID_WHEN_SET = {"time_masks", "freq_masks", "time_mask_width", "freq_mask_width",
-                       "head_units", "da_warmup", "balanced_batches", "mixup",
-                       "collapse_guard", "model", "mlp_units", "mlp_dropout", "C",
-                       "frame_pooling", "target_entropy", "select_epoch",
-                       "lr_schedule", "level_weights", "fold_seed"}
+_IN_RUN_ID_WHEN_SET = names_where("identity", "when_set")
 
 
 @dataclasses.dataclass
-class RunConfig:
-    mode: str = "train"
-    data: str = "EMODB"
-    feature_type: str = "MFCC"
-    fusion_streams: str = "MFCC,LogMel"
-    feature_set: str = ""
-    preset: str = "default"
-    # model family: tcn (temporal network; fused when utterance-level streams are in FUSION),
-    # mlp (Keras, utterance vectors), svm / logreg (scikit-learn pipelines)
-    model: str = "tcn"
-    mlp_units: str = "256,128"
-    mlp_dropout: float = 0.3
-    C: float = 1.0
-    frame_pooling: str = "none"
-    # optimisation (seed defaults)
-    epoch: int = 300
-    batch_size: int = 32
-    balanced_batches: bool = False
-    mixup: float = 0.0
-    lr: float = 3e-4
-    lr_schedule: str = "cosine"
-    beta1: float = 0.93
-    beta2: float = 0.98
-    min_lr: float = 1e-6
-    clipnorm: float = 1.0
-    label_smoothing: float = 0.1
-    patience: int = 10
-    monitor: str = "val_loss"
-    # model (seed defaults; `preset` may override the architecture ones)
-    dropout: float = 0.4
-    activation: str = "relu"
-    filter_size: int = 128
-    dilation_size: int = 8
-    kernel_size: int = 3
-    stack_size: int = 3
-    block: str = "residual"
-    level_weights: str = "softmax"
-    use_dtpm: bool = True
-    use_attention: bool = True
-    time_masks: int = 0
-    freq_masks: int = 0
-    time_mask_width: float = 0.1
-    freq_mask_width: float = 0.15
-    head_units: str = "1024,512"
-    # protocol
-    protocol: str = "kfold"
-    split_fold: int = 10
-    fold_seed: int = 42
-    loso_groups: int = 0
-    val_policy: str = "train_split"
-    val_fraction: float = 0.1
-    max_folds: int = 0
-    folds: str = ""
-    random_seed: int = 46
-    max_frames: int = 0
-    speaker_norm: bool = False
-    # domain adaptation
-    target_data: str = ""
-    da_method: str = "lmmd"
-    lmmd_weight: float = 0.5
-    da_warmup: int = 0
-    collapse_guard: bool = True
-    target_entropy: float = 0.0
-    select_epoch: str = "last"
-    kernel_mul: float = 2.0
-    kernel_num: int = 5
-    fix_sigma: float = 0.0
-    pseudo_label: str = "soft"
-    confidence: float = 0.0
-    domain_norm: bool = False
-    label_set: str = ""
-    label_map: str = ""
-    # paths and bookkeeping
-    test_path: str = ""
-    audio: tuple[str, ...] = ()
-    output: str = ""
-    features_root: str = str(REPO_ROOT / "data" / "features")
-    results_root: str = str(REPO_ROOT / "results")
-    models_root: str = str(REPO_ROOT / "saved_models")
-    run_id: str = ""
-    overwrite: bool = False
-    visualize: bool = False
-    tensorboard: bool = False
-    config: str = ""
-    verbose: int = 1
-    threads: int = 0
-    distribute: str = "none"
-    mixed_precision: bool = False
-    jit: bool = False
+class RunConfig(RunFlags):
+    """Every setting of a run (fields and their metadata: src.training.flags.RunFlags)."""
 
     def to_dict(self) -> dict[str, Any]:
+        """{field: value}, JSON/YAML-ready (audio as a list)."""
         values = dataclasses.asdict(self)
         values["audio"] = list(self.audio)
         return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        """A RunConfig from flat {field: value}; keys that are not fields are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
         if "audio" in values:
@@ -222,7 +129,4 @@ def _positive_sizes(flag: str, text: str, alternative: str = "") -> tuple[int, .
 def is_late_flag_at_default(name: str, value: Any) -> bool:
     """True for a flag added after runs were published, at its default: such flags stay out of
     run ids and configuration keys, so older runs match new ones made at the defaults."""
-    return name in _IN_RUN_ID_WHEN_SET and value == _FIELD_DEFAULTS[name]
-
-
-_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    return name in _IN_RUN_ID_WHEN_SET and value == DEFAULTS[name]

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 from sklearn.model_selection import (GroupKFold, GroupShuffleSplit, KFold,
                                      LeaveOneGroupOut, StratifiedShuffleSplit)
 
@@ -27,6 +28,7 @@ from src.training.fitting import (NonFiniteLoss, chief_decides, compile_model,  
                                   is_chief, model_config_from, predict_probs, save_model,
                                   seed_everything)
 from src.training.estimators import KerasEstimator, check_model_input, make_estimator
+from src.training.flags import nested
 from src.utils import io
 
 log = logging.getLogger(__name__)
@@ -197,15 +199,14 @@ def prepare_run_dir(cfg: RunConfig, data: SERData,
 
 
 def write_run_yaml(path: Path, cfg: RunConfig) -> None:
-    """The run's resolved flags as YAML, reusable as `--config FILE` (paths and bookkeeping
-    flags that do not change the models are left out)."""
-    import yaml
-
+    """The run's resolved flags as YAML grouped by the field groups (src.training.flags),
+    reusable as `--config FILE` (paths and bookkeeping flags that do not change the models are
+    left out)."""
     values = {k: v for k, v in cfg.to_dict().items()
               if k not in ("config", "run_id", "overwrite", "folds", "test_path", "audio",
                            "output")}
     io.write_text(path, "# python -m src.training.main --config run.yaml\n"
-                  + yaml.safe_dump(values, sort_keys=True))
+                  + yaml.safe_dump(nested(values), sort_keys=False))
 
 
 def numbered_folds(folds: list, cfg: RunConfig) -> list[tuple[int, tuple, bool]]:
