@@ -180,7 +180,8 @@ def test_accuracy_runs_parse_with_the_training_cli():
             assert (cfg.domain_norm, cfg.speaker_norm) == ((True, False) if cfg.data == "RAVDESS"
                                                            else (False, True))
         elif cfg.mode == "train-lmmd":  # openSMILE functionals, five or six classes, per speaker
-            assert (cfg.feature_type, cfg.max_folds, cfg.speaker_norm) == ("eGeMAPS", 3, True)
+            feature = "ComParE" if "-compare-" in entry["name"] else "eGeMAPS"
+            assert (cfg.feature_type, cfg.max_folds, cfg.speaker_norm) == (feature, 3, True)
             assert cfg.label_set == ("angry,disgust,fear,happy,neutral,sad" if "-six-" in
                                      entry["name"] else "angry,fear,happy,neutral,sad")
             assert cfg.da_method == "none" or cfg.model == "mlp"  # scikit-learn: no adaptation
