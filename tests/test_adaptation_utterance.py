@@ -3,6 +3,7 @@ target labels unused, LMMD on the MLP embedding, speaker normalisation, label-fr
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,51 @@ def test_classic_models_run_cross_corpus_without_adaptation_only(corpora, tmp_pa
                str(model_dir)) == 0
     again = json.loads((tmp_path / "results" / "lr-on-SHIFTED" / "metrics.json").read_text())
     assert again["uar_mean"] == pytest.approx(trained["uar_mean"], abs=1e-9)
+
+
+def test_predicted_mix_balance_against_hand_computation():
+    from src.training.callbacks import predicted_mix_balance
+
+    assert predicted_mix_balance(np.eye(3)[[0, 1, 2, 0, 1, 2]]) == pytest.approx(1.0)
+    assert predicted_mix_balance(np.eye(3)[[1, 1, 1, 1]]) == pytest.approx(0.0)
+    mix = np.array([0.5, 0.25, 0.25])  # arg-max counts, not the mean probabilities
+    probs = np.array([[0.4, 0.3, 0.3], [0.6, 0.2, 0.2], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4]])
+    assert predicted_mix_balance(probs) == pytest.approx(-(mix * np.log(mix)).sum() / np.log(3))
+
+
+def test_label_free_C_keeps_the_most_balanced_target_mix_without_target_labels(corpora,
+                                                                               tmp_path):
+    from src.training.estimators import LABEL_FREE_C_GRID
+
+    args = ["--mode", "train-lmmd", "--model", "logreg", "--da_method", "none",
+            "--speaker_norm", "--select_C", "label_free", "--run_id", "lfc", *FAST]
+    assert run(corpora, tmp_path, *args) == 0
+    result = json.loads((tmp_path / "models" / "EMODB" / "eGeMAPS" / "lfc" / "fold_01" /
+                         "result.json").read_text())
+    selection = result["C_selection"]
+    assert selection["C"] == list(LABEL_FREE_C_GRID)
+    assert selection["selected_C"] == LABEL_FREE_C_GRID[int(np.argmax(selection["balance"]))]
+    metrics = json.loads((tmp_path / "results" / "lfc" / "metrics.json").read_text())
+    assert "C chosen without target labels" in metrics["note"]
+    # the choice never reads target labels: permuting them leaves it unchanged
+    dest = tmp_path / "permuted"
+    shutil.copytree(corpora, dest)
+    for meta in (dest / TARGET).glob("*/*/metadata.csv"):
+        frame = pd.read_csv(meta)
+        frame["label"] = np.random.default_rng(4).permutation(frame["label"].to_numpy())
+        frame.to_csv(meta, index=False)
+    assert run(dest, tmp_path / "p", *args) == 0
+    again = json.loads((tmp_path / "p" / "models" / "EMODB" / "eGeMAPS" / "lfc" / "fold_01" /
+                        "result.json").read_text())
+    assert again["C_selection"] == selection
+
+
+def test_label_free_C_needs_a_scikit_learn_model(corpora, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(corpora, tmp_path, "--mode", "train-lmmd", "--model", "mlp", "--select_C",
+            "label_free", *FAST)
+    assert exit_info.value.code == 2
+    assert "--select_C label_free needs" in capsys.readouterr().err
 
 
 def test_mean_entropy_matches_numpy():

@@ -198,9 +198,15 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     estimator = make_estimator(cfg, source.class_names)
     train, val, test = fold_subsets(source, train_idx, test_idx, "kfold",
                                     cfg.val_fraction if estimator.uses_validation else 0.0, seed)
+    selection = None  # --select_C label_free: the C grid, its scores and the chosen C
     if isinstance(estimator, KerasEstimator):
         classifier = estimator.build(train, normalise=not cfg.domain_norm)
         history, times, guard = fit_adapted(classifier, train, val, target, cfg, seed, fold_dir)
+    elif cfg.select_C == "label_free":
+        selection = estimator.fit_label_free(train, target, seed)
+        (history, times), guard = ({}, []), None
+        log.info("fold %d: label-free C %g (target class-mix balance %s)", fold,
+                 selection["selected_C"], ", ".join(f"{b:.3f}" for b in selection["balance"]))
     else:
         (history, times), guard = estimator.fit(train, val, seed), None
     if history and not np.isfinite(history["loss"]).all():
@@ -219,6 +225,7 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
         "collapsed_epoch": getattr(guard, "collapsed_epoch", None),
         "restored_epoch": getattr(guard, "restored_epoch", None),
         "selected_epoch": getattr(guard, "selected_epoch", None),
+        "C_selection": selection,
         "source": _evaluation(test, source_probs, names, compute_metrics),
         "target": _evaluation(target, target_probs, names, compute_metrics),
     }

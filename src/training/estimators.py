@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from src.training.callbacks import predicted_mix_balance
 from src.training.config import RunConfig
 from src.training.data import (DataError, SERData, model_scaling, normalisation_stats,
                                utterance_matrix)
@@ -101,6 +102,10 @@ class KerasEstimator:
         return cls(None, class_names, keras.models.load_model(Path(fold_dir) / "model.keras"))
 
 
+# Inverse regularisation strengths `--select_C label_free` chooses from.
+LABEL_FREE_C_GRID = (1.0, 0.1, 0.01, 1e-3, 1e-4, 1e-5)
+
+
 class ClassicEstimator:
     """svm / logreg: a scikit-learn pipeline over `utterance_matrix` vectors."""
 
@@ -117,6 +122,24 @@ class ClassicEstimator:
         self.pipeline = build_classic(self.cfg.model, self.cfg.C, seed)
         self.pipeline.fit(utterance_matrix(train), train.labels)
         return {}, []
+
+    def fit_label_free(self, train: SERData, target: SERData, seed: int) -> dict:
+        """`--select_C label_free`: fit one pipeline per C of LABEL_FREE_C_GRID on `train` and
+        keep the one whose predictions on `target` (labels never read) have the most balanced
+        class mix (`predicted_mix_balance`; the larger C wins a tie). Returns {"C": [...],
+        "balance": [...], "selected_C": C}, stored in the fold's result.json."""
+        from src.models.classic import build_classic
+
+        scores, best = [], None
+        for C in LABEL_FREE_C_GRID:
+            pipeline = build_classic(self.cfg.model, C, seed).fit(utterance_matrix(train),
+                                                                  train.labels)
+            self.pipeline = pipeline
+            scores.append(predicted_mix_balance(self.predict_proba(target)))
+            if best is None or scores[-1] > max(scores[:-1]):
+                best = pipeline, C
+        self.pipeline = best[0]
+        return {"C": list(LABEL_FREE_C_GRID), "balance": scores, "selected_C": best[1]}
 
     def predict_proba(self, data: SERData) -> np.ndarray:
         from src.models.classic import full_proba

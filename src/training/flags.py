@@ -184,6 +184,11 @@ class RunFlags:
                              "validation accuracy x balance of the target predictions; no "
                              "target label is read)", identity="when_set",
                              choices=("last", "label_free"))
+    select_C: str = flag("fixed", "adaptation", "train-lmmd with --model svm / logreg: use --C "
+                         "(fixed), or fit C in (1, 0.1, ..., 1e-5) and keep the one whose "
+                         "target predictions have the most balanced class mix (label_free; no "
+                         "target label is read)", identity="when_set",
+                         choices=("fixed", "label_free"))
     kernel_mul: float = flag(2.0, "adaptation", "ratio of the bandwidths of the Gaussian "
                              "kernels")
     kernel_num: int = flag(5, "adaptation", "number of Gaussian kernels")

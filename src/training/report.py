@@ -24,6 +24,9 @@ FIXED_SCHEDULE_NOTE = ("Fixed schedule: each fold's model is its last epoch, tra
                        "were never seen before evaluation.")
 CLASSIC_NOTE = ("scikit-learn model: fitted once on every training-fold file (no epochs, no "
                 "validation split); test folds were never seen before evaluation.")
+LABEL_FREE_C_NOTE = ("scikit-learn model, C chosen without target labels: each fold keeps the "
+                     "C whose target predictions have the most balanced class mix; target "
+                     "labels were read only to report these figures.")
 LABEL_FREE_NOTE = ("Cross-corpus model chosen without target labels: each fold keeps the epoch "
                    "with the best label-free score (source validation accuracy x normalised "
                    "entropy of the mean target prediction); target labels were read only to "
@@ -38,7 +41,7 @@ def selection_note(run_config: dict) -> str:
     if run_config.get("val_policy") == "test_fold":
         return TEST_FOLD_NOTE
     if run_config.get("model") in ("svm", "logreg"):
-        return CLASSIC_NOTE
+        return LABEL_FREE_C_NOTE if run_config.get("select_C") == "label_free" else CLASSIC_NOTE
     if run_config.get("mode") == "train-lmmd":
         return (LABEL_FREE_NOTE if run_config.get("select_epoch") == "label_free"
                 else LAST_EPOCH_NOTE)

@@ -69,6 +69,10 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
          "--val_fraction 0 leaves no validation set for early stopping: add --patience 0"),
         (not 0 <= cfg.da_warmup < cfg.epoch, "--da_warmup must be in [0, --epoch)"),
         (cfg.mixup < 0, "--mixup must be >= 0 (0 = off)"),
+        (cfg.select_C == "label_free" and (cfg.mode != "train-lmmd"
+                                           or cfg.model not in ("svm", "logreg")),
+         "--select_C label_free needs --mode train-lmmd and --model svm or logreg (it picks C "
+         "from the target's predictions)"),
         (min(cfg.time_masks, cfg.freq_masks) < 0, "--time_masks and --freq_masks must be >= 0"),
         (not (0 <= cfg.time_mask_width < 1 and 0 <= cfg.freq_mask_width < 1),
          "--time_mask_width and --freq_mask_width must be in [0, 1)"),
