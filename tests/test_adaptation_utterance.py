@@ -45,17 +45,20 @@ def run(features: Path, out: Path, *args: str) -> int:
                        str(out / "models"), "--feature_type", "eGeMAPS", *args])
 
 
-def test_mlp_adaptation_never_reads_target_labels(corpora, tmp_path):
-    import keras
-
-    dest = tmp_path / "permuted"
-    import shutil
-
+def permuted_target_copy(corpora: Path, dest: Path, seed: int) -> Path:
+    """A copy of the feature store whose target labels are shuffled."""
     shutil.copytree(corpora, dest)
     for meta in (dest / TARGET).glob("*/*/metadata.csv"):
         frame = pd.read_csv(meta)
-        frame["label"] = np.random.default_rng(3).permutation(frame["label"].to_numpy())
+        frame["label"] = np.random.default_rng(seed).permutation(frame["label"].to_numpy())
         frame.to_csv(meta, index=False)
+    return dest
+
+
+def test_mlp_adaptation_never_reads_target_labels(corpora, tmp_path):
+    import keras
+
+    dest = permuted_target_copy(corpora, tmp_path / "permuted", seed=3)
     args = ["--mode", "train-lmmd", "--model", "mlp", "--epoch", "3", "--speaker_norm",
             "--run_id", "same", *FAST]
     assert run(corpora, tmp_path / "a", *args) == 0
@@ -178,12 +181,7 @@ def test_label_free_C_keeps_the_most_balanced_target_mix_without_target_labels(c
     metrics = json.loads((tmp_path / "results" / "lfc" / "metrics.json").read_text())
     assert "C chosen without target labels" in metrics["note"]
     # the choice never reads target labels: permuting them leaves it unchanged
-    dest = tmp_path / "permuted"
-    shutil.copytree(corpora, dest)
-    for meta in (dest / TARGET).glob("*/*/metadata.csv"):
-        frame = pd.read_csv(meta)
-        frame["label"] = np.random.default_rng(4).permutation(frame["label"].to_numpy())
-        frame.to_csv(meta, index=False)
+    dest = permuted_target_copy(corpora, tmp_path / "permuted", seed=4)
     assert run(dest, tmp_path / "p", *args) == 0
     again = json.loads((tmp_path / "p" / "models" / "EMODB" / "eGeMAPS" / "lfc" / "fold_01" /
                         "result.json").read_text())
