@@ -64,7 +64,7 @@ def condition(y: np.ndarray, rate: int, config: ExtractionConfig) -> np.ndarray:
         raise AudioError(f"too short: {len(y)} samples < one {config.win_length}-sample window")
 
     if config.trim_silence:
-        import librosa
+        import librosa  # heavy: librosa
 
         y, _ = librosa.effects.trim(y, top_db=config.trim_top_db)
         if len(y) < config.win_length:

@@ -19,6 +19,8 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+from tqdm import tqdm
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -75,8 +77,6 @@ def download_corpus(dataset: str, dest_root: str | os.PathLike | None = None,
 
 def _fetch(url: str, part: Path, md5: str | None, size: int | None, progress: bool,
            timeout: float, name: str) -> None:
-    from tqdm import tqdm
-
     digest = hashlib.md5()
     received = 0
     try:

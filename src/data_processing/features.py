@@ -35,7 +35,7 @@ SPECTRAL_FEATURES = ("MFCC", "LogMel")
 def mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float,
               fmax: float | None) -> np.ndarray:
     """librosa's Slaney mel filterbank (n_mels, 1 + n_fft // 2), float32, cached per process."""
-    import librosa
+    import librosa  # heavy: librosa
 
     basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax,
                                 dtype=np.float32)
@@ -65,7 +65,7 @@ def extract_spectral(y: np.ndarray, config: ExtractionConfig,
     Returns {name: float32 C-contiguous array (frames, dims)}. Raises AudioError when the result
     is not finite (never papered over with nan_to_num).
     """
-    import librosa
+    import librosa  # heavy: librosa
 
     names = check_features(features)
     y = np.asarray(y, dtype=np.float32)

@@ -33,10 +33,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import urlparse
 
 import numpy as np
+import soxr
 
 from .audio import AudioError
 from .config import ExtractionConfig
@@ -136,8 +140,6 @@ class HubertExtractor:
         if y.ndim != 1:
             raise ValueError(f"expected a 1-D waveform, got shape {y.shape}")
         if sample_rate != HUBERT_SAMPLE_RATE:
-            import soxr
-
             y = soxr.resample(y, sample_rate, HUBERT_SAMPLE_RATE, quality="HQ").astype(np.float32)
         if self.do_normalize:
             y = (y - y.mean()) / np.sqrt(y.var() + 1e-7)
@@ -229,7 +231,7 @@ def _read_do_normalize(name: str) -> bool:
     candidates = [folder / "preprocessor_config.json"] if folder.is_dir() else []
     if not folder.is_dir():
         try:
-            from huggingface_hub import try_to_load_from_cache
+            from huggingface_hub import try_to_load_from_cache  # heavy: huggingface_hub
 
             cached = try_to_load_from_cache(name, "preprocessor_config.json")
             if isinstance(cached, str):
@@ -246,10 +248,6 @@ def _read_do_normalize(name: str) -> bool:
 
 def _hub_reachable(timeout: float = 3.0) -> tuple[bool, str]:
     """Quick check before a download attempt (huggingface_hub would retry for ~30 s)."""
-    import os
-    import socket
-    from urllib.parse import urlparse
-
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return False, "HF_HUB_OFFLINE is set"
     endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")

@@ -33,7 +33,7 @@ SMILE_SETS = {"eGeMAPS": "eGeMAPSv02", "ComParE": "ComParE_2016"}
 @functools.lru_cache(maxsize=4)
 def smile_extractor(feature: str, level: str):
     """One `opensmile.Smile` per (feature, level) per process (building one parses its config)."""
-    import opensmile
+    import opensmile  # heavy: opensmile
 
     if feature not in SMILE_FEATURES or level not in SMILE_LEVELS:
         raise ValueError(f"unknown openSMILE feature/level {feature!r}/{level!r}; expected one "

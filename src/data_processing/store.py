@@ -36,6 +36,7 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from src.utils.io import write_csv, write_json, write_text
 
@@ -119,8 +120,6 @@ def lock_sets(set_dirs: Iterable[Path]):
     """Hold the lock of every set in `set_dirs` (in sorted order, so two runs cannot deadlock)
     for the duration of the block. A set locked by another process is waited for, with one line
     on stderr saying so; the lock is released when the block ends or the process dies."""
-    from filelock import FileLock, Timeout
-
     with contextlib.ExitStack() as stack:
         for set_dir in sorted({Path(d) for d in set_dirs}):
             set_dir.mkdir(parents=True, exist_ok=True)
