@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from sklearn.metrics import confusion_matrix
 
 from src.utils import io
 from src.utils.plots import plot_confusion_matrix, plot_metric_vs_param, plot_per_class_recall
@@ -50,8 +51,6 @@ def plot_params(frame: pd.DataFrame, out: Path) -> list[Path]:
 
 def confusion_from_predictions(run_dir: Path) -> tuple[np.ndarray, list[str]]:
     """Pooled confusion (all folds) from predictions.csv, classes from metrics.json."""
-    from sklearn.metrics import confusion_matrix
-
     names = json.loads((run_dir / "metrics.json").read_text()).get("class_names") or []
     table = pd.read_csv(run_dir / "predictions.csv")
     if not names:

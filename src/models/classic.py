@@ -19,13 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from src.utils.io import atomic_path
+
 CLASSIC_MODELS = ("svm", "logreg")
 _TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.")
 
 
 def build_classic(kind: str, C: float = 1.0, seed: int = 0):
     """Unfitted scikit-learn pipeline of `kind` ("svm" or "logreg")."""
-    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.calibration import CalibratedClassifierCV  # heavy: sklearn
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
@@ -52,9 +54,7 @@ def full_proba(pipeline, x: np.ndarray, n_classes: int) -> np.ndarray:
 
 def save_classic(pipeline, path: str | Path) -> None:
     """Write `pipeline` to `path` in skops format (atomic: temporary file, then rename)."""
-    import skops.io
-
-    from src.utils.io import atomic_path
+    import skops.io  # heavy: skops
 
     with atomic_path(Path(path), suffix=".skops") as tmp:
         skops.io.dump(pipeline, tmp)
@@ -63,7 +63,7 @@ def save_classic(pipeline, path: str | Path) -> None:
 def load_classic(path: str | Path):
     """Read a pipeline written by `save_classic`; ValueError when the file names a type outside
     scikit-learn / NumPy (skops would otherwise have to be told to trust it)."""
-    import skops.io
+    import skops.io  # heavy: skops
 
     untrusted = skops.io.get_untrusted_types(file=str(path))
     foreign = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
