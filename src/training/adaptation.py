@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from src.data_processing.corpora import shared_labels
+from src.data_processing.store import load_feature_set
 from src.training.callbacks import (collapse_guard, epoch_log, epoch_selector,  # noqa: F401
                                     epoch_timer, label_free_score)
 from src.training.config import OTHER_CORPUS, RunConfig
@@ -34,6 +35,8 @@ from src.training.experiment import (ExperimentError, fold_subsets, make_folds, 
                                      prepare_run_dir, run_folds, save_fold_model)
 from src.training.fitting import NonFiniteLoss, compile_model, seed_everything
 from src.utils import io
+from src.utils.metrics import compute_metrics
+from src.utils.plots import plot_tsne
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,6 @@ def target_name(cfg: RunConfig) -> str:
 
 
 def _label_names(dataset: str, cfg: RunConfig) -> list[str]:
-    from src.data_processing.store import load_feature_set
-
     stream = cfg.fusion_streams.split(",")[0] if cfg.feature_type == "FUSION" else cfg.feature_type
     labels = load_feature_set(dataset, stream, features_root=cfg.features_root,
                               config_hash=cfg.feature_hashes([stream]).get(stream)
@@ -137,7 +138,7 @@ def build_adaptation_trainer(classifier, cfg: RunConfig, total_steps: int,
                              warmup_steps: int = 0):
     """The `DomainAdaptationTrainer` for `classifier` with the run's adaptation settings;
     lambda is 0 for the first `warmup_steps` steps, then ramps up over the remaining ones."""
-    from src.models.adaptation import DomainAdaptationTrainer
+    from src.models.adaptation import DomainAdaptationTrainer  # heavy: tensorflow
 
     return DomainAdaptationTrainer(
         classifier, method=cfg.da_method, weight=cfg.lmmd_weight, total_steps=total_steps,
@@ -152,8 +153,8 @@ def fit_adapted(classifier, train: SERData, val: SERData | None, target: SERData
     """Train Keras `classifier` on `train` with the domain term towards `target` (whose labels
     are dropped before batching); returns (history, epoch seconds, the collapse guard or the
     label-free epoch selector, or None)."""
-    import keras
-    import tensorflow as tf
+    import keras  # heavy: keras
+    import tensorflow as tf  # heavy: tensorflow
 
     steps = int(np.ceil(train.n / cfg.batch_size))
     trainer = build_adaptation_trainer(classifier, cfg, total_steps=steps * cfg.epoch,
@@ -191,8 +192,6 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     """Train one source fold with adaptation to `target`; evaluate on the held-out source fold
     and on the whole target corpus. scikit-learn models (da_method none) are fitted on the
     source fold alone."""
-    from src.utils.metrics import compute_metrics
-
     seed = cfg.random_seed + fold
     seed_everything(seed, deterministic=not cfg.jit)
     estimator = make_estimator(cfg, source.class_names)
@@ -292,8 +291,6 @@ def cross_corpus_results(cfg: RunConfig, saved: dict, folds: list[Path]
                          ) -> tuple[list[dict], list[str], str, SERData]:
     """Per fold: the models' figures on the whole target corpus over the shared labels;
     returns (results, shared class names, target corpus name, target data)."""
-    from src.utils.metrics import compute_metrics
-
     source_name = saved["dataset"]
     target_data = cfg.target_data or saved.get("target_data") or OTHER_CORPUS.get(source_name)
     if not target_data or target_data == source_name:
@@ -334,8 +331,6 @@ def run_cross_corpus_test(cfg: RunConfig) -> dict:
     summary = write_cross_corpus_reports(Path(cfg.results_root) / run_id, run_id, saved,
                                          results, names)
     if cfg.visualize:
-        from src.utils.plots import plot_tsne
-
         emb = load_estimator(folds[0], saved["class_names"]).embed(target)
         plot_tsne(emb, np.array([names[i] for i in target.labels]),
                   np.array([target_data] * target.n), Path(cfg.results_root) / run_id /

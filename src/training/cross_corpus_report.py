@@ -25,7 +25,7 @@ def fold_ensemble_metrics(evaluations: list[dict], names: list[str]) -> dict | N
     """WAR/UAR/macro-F1 of the mean class probabilities of the fold models on the target (what
     `--mode predict` gives with these models); None for one fold, or when the folds were
     evaluated on different target files (`evaluations`: each fold result's "target" entry)."""
-    from src.utils.metrics import compute_metrics
+    from src.utils.metrics import compute_metrics  # heavy: sklearn
 
     if len(evaluations) < 2 or any(e["file_ids"] != evaluations[0]["file_ids"]
                                    for e in evaluations):
@@ -39,7 +39,7 @@ def write_cross_corpus_reports(result_dir: Path, run_id: str, saved: dict, resul
                                names: list[str]) -> dict:
     """report.xlsx on the target corpus (main figures) and source_report.xlsx on held-out
     source folds."""
-    from src.training.report import write_run_report
+    from src.training.report import write_run_report  # heavy: matplotlib, sklearn
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -69,7 +69,7 @@ def _plot_embeddings(source: SERData, target: SERData, model_dir: Path, result_d
                      run_id: str) -> None:
     """t-SNE of utterance-level input vectors (`utterance_matrix`, before) and fold 1's
     embeddings (after)."""
-    from src.utils.plots import plot_tsne
+    from src.utils.plots import plot_tsne  # heavy: matplotlib
 
     rng = np.random.default_rng(0)
     pick_s = rng.permutation(source.n)[:600]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from src.models.classic import build_classic, full_proba, load_classic, save_classic
 from src.training.callbacks import predicted_mix_balance
 from src.training.config import RunConfig
 from src.training.data import (DataError, SERData, model_scaling, normalisation_stats,
@@ -55,8 +56,8 @@ class KerasEstimator:
     def build(self, train: SERData, normalise: bool = True):
         """Build (not train) the Keras model for `train`'s streams; standardisation statistics
         come from `train` unless `normalise` is False (--domain_norm data is standardised)."""
-        from src.models.mlp import build_mlp
-        from src.models.model import build_model
+        from src.models.mlp import build_mlp  # heavy: tensorflow
+        from src.models.model import build_model  # heavy: tensorflow
 
         n_classes = len(self.class_names)
         if self.cfg.model == "mlp":
@@ -85,7 +86,7 @@ class KerasEstimator:
 
     def embed(self, data: SERData) -> np.ndarray:
         """(N, E) output of the layer "embedding"."""
-        import keras
+        import keras  # heavy: keras
 
         embedder = keras.Model(self.model.inputs, self.model.get_layer("embedding").output)
         return predict_probs(embedder, data)
@@ -95,9 +96,9 @@ class KerasEstimator:
 
     @classmethod
     def load(cls, fold_dir: Path, class_names: list[str]) -> "KerasEstimator":
-        import keras
+        import keras  # heavy: keras
 
-        import src.models.model  # noqa: F401  registers the custom layers
+        import src.models.model  # noqa: F401  registers the custom layers; heavy: tensorflow
 
         return cls(None, class_names, keras.models.load_model(Path(fold_dir) / "model.keras"))
 
@@ -117,8 +118,6 @@ class ClassicEstimator:
     def fit(self, train: SERData, val: SERData | None, seed: int,
             fold_dir: Path | None = None) -> tuple[dict, list[float]]:
         """Fit on `train` (validation data is not needed); returns ({}, [])."""
-        from src.models.classic import build_classic
-
         self.pipeline = build_classic(self.cfg.model, self.cfg.C, seed)
         self.pipeline.fit(utterance_matrix(train), train.labels)
         return {}, []
@@ -128,8 +127,6 @@ class ClassicEstimator:
         keep the one whose predictions on `target` (labels never read) have the most balanced
         class mix (`predicted_mix_balance`; the larger C wins a tie). Returns {"C": [...],
         "balance": [...], "selected_C": C}, stored in the fold's result.json."""
-        from src.models.classic import build_classic
-
         scores, best = [], None
         for C in LABEL_FREE_C_GRID:
             pipeline = build_classic(self.cfg.model, C, seed).fit(utterance_matrix(train),
@@ -142,8 +139,6 @@ class ClassicEstimator:
         return {"C": list(LABEL_FREE_C_GRID), "balance": scores, "selected_C": best[1]}
 
     def predict_proba(self, data: SERData) -> np.ndarray:
-        from src.models.classic import full_proba
-
         return full_proba(self.pipeline, utterance_matrix(data), len(self.class_names))
 
     def embed(self, data: SERData) -> np.ndarray:
@@ -151,15 +146,11 @@ class ClassicEstimator:
         return self.pipeline[:-1].transform(utterance_matrix(data)).astype(np.float32)
 
     def save(self, fold_dir: Path) -> None:
-        from src.models.classic import save_classic
-
         Path(fold_dir).mkdir(parents=True, exist_ok=True)
         save_classic(self.pipeline, Path(fold_dir) / "model.skops")
 
     @classmethod
     def load(cls, fold_dir: Path, class_names: list[str]) -> "ClassicEstimator":
-        from src.models.classic import load_classic
-
         return cls(None, class_names, load_classic(Path(fold_dir) / "model.skops"))
 
 

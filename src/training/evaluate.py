@@ -9,13 +9,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from src.data_processing.audio import AudioError
 from src.data_processing.config import ExtractionConfig, is_utterance_level
+from src.data_processing.features import extract_file
 from src.training.config import RunConfig
 from src.training.data import SERData, load_ser_data, pad_sequences, standardise_groups
 from src.training.errors import NothingPredicted
 from src.training.estimators import MODEL_FILES, load_estimator
 from src.training.experiment import ExperimentError
 from src.training.report import write_run_report
+from src.utils import io
+from src.utils.metrics import compute_metrics
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +89,6 @@ def run_test(cfg: RunConfig) -> dict:
 def evaluate_folds(saved: dict, folds: list[Path], features_root: str
                    ) -> tuple[list[dict], list[str]]:
     """Per fold: metrics, labels, predictions and probabilities on its saved test split."""
-    from src.utils.metrics import compute_metrics
-
     dataset = saved["dataset"]
     data = load_data_for_models(dataset, saved, features_root)
     position = {file_id: i for i, file_id in enumerate(data.file_ids)}
@@ -141,9 +143,6 @@ def collect_audio(paths: list[str]) -> list[Path]:
 
 def extract_for_models(paths: list[Path], saved: dict) -> tuple[SERData, list[tuple[str, str]]]:
     """Extract each stream with the models' saved settings; returns (inputs, failures)."""
-    from src.data_processing.audio import AudioError
-    from src.data_processing.features import extract_file
-
     streams = list(saved["input_dims"])
     configs = {s: ExtractionConfig.from_dict(saved["extraction"][s]) for s in streams}
     framed = [s for s in streams if not is_utterance_level(s, configs[s])]
@@ -194,8 +193,6 @@ def run_predict(cfg: RunConfig) -> pd.DataFrame:
     Returns (and writes to --output) one row per input file in input order: files that could
     not be used have an empty emotion, empty probabilities and the cause in `reason`. Raises
     NothingPredicted (after writing --output) when no file could be used."""
-    from src.utils import io
-
     saved, folds = load_saved_run(cfg.test_path)
     paths = collect_audio(list(cfg.audio))
     names = saved["class_names"]

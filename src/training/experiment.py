@@ -21,6 +21,7 @@ import yaml
 from sklearn.model_selection import (GroupKFold, GroupShuffleSplit, KFold,
                                      LeaveOneGroupOut, StratifiedShuffleSplit)
 
+from src.data_processing.store import read_metadata
 from src.training.config import RunConfig
 from src.training.data import SERData, load_ser_data, stream_names
 from src.training.fitting import (NonFiniteLoss, chief_decides, compile_model,  # noqa: F401
@@ -30,6 +31,7 @@ from src.training.fitting import (NonFiniteLoss, chief_decides, compile_model,  
 from src.training.estimators import KerasEstimator, check_model_input, make_estimator
 from src.training.flags import nested
 from src.utils import io
+from src.utils.metrics import compute_metrics
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +135,6 @@ def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
                fold_dir: Path | None) -> dict:
     """Train and evaluate one fold; writes the model, split.json and result.json to
     `fold_dir` (nothing when it is None: the non-chief workers of a multi_worker run)."""
-    from src.utils.metrics import compute_metrics
-
     seed = cfg.random_seed + fold
     seed_everything(seed, deterministic=not cfg.jit)
     estimator = make_estimator(cfg, data.class_names)
@@ -290,7 +290,7 @@ def run_training(cfg: RunConfig) -> dict:
     """Train every fold (resuming finished ones) and write the report; returns the summary.
 
     In a multi_worker run every worker runs this; only the chief writes (others return {})."""
-    from src.training.report import write_run_report
+    from src.training.report import write_run_report  # heavy: matplotlib
 
     chief = is_chief(cfg)  # multi_worker: joins the cluster before any other TF work
     data = load_ser_data(cfg.data, cfg.feature_type, cfg.features_root, cfg.fusion_streams,
@@ -338,8 +338,6 @@ def _check_label_set(cfg: RunConfig, data: SERData) -> None:
 
 def _corpus_labels(cfg: RunConfig, data: SERData) -> list[str]:
     """Every label of the corpus's feature set (from its metadata.csv; [] when unreadable)."""
-    from src.data_processing.store import read_metadata
-
     stream, config_hash = next(iter(data.feature_hashes.items()))
     try:
         metadata = read_metadata(Path(cfg.features_root) / data.dataset / stream / config_hash)
