@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def stop_on_non_finite():
-    import keras
+    import keras  # heavy: keras
 
     class StopOnNonFinite(keras.callbacks.Callback):
         """Stop with a clear message when the loss turns NaN/Inf (weights restored by caller)."""
@@ -33,7 +33,7 @@ def stop_on_non_finite():
 
 
 def epoch_timer():
-    import keras
+    import keras  # heavy: keras
 
     class EpochTimer(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -53,7 +53,7 @@ def epoch_log(fold_dir: Path | None, tensorboard: bool = False) -> list:
     goes (a long `--verbose 0` run can be watched with `tail -f`), plus with `tensorboard` a
     Keras TensorBoard callback logging to fold_dir/tensorboard (losses, domain loss, lambda,
     learning rate); [] without a fold_dir."""
-    import keras
+    import keras  # heavy: keras
 
     if fold_dir is None:
         return []
@@ -74,7 +74,7 @@ def collapse_guard(n_classes: int, drop: float = 0.6, healthy: float = 0.9):
     An epoch is healthy while its source training accuracy is at least `healthy` x the best so
     far; a collapse is an epoch below `drop` x the best once the best is clearly above chance
     (1.5 / n_classes). Sets `collapsed_epoch` and `restored_epoch` (1-based) when it fires."""
-    import keras
+    import keras  # heavy: keras
 
     class CollapseGuard(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -124,9 +124,9 @@ def epoch_selector(classifier, target: SERData):
     `label_free_score` (source validation accuracy, or training accuracy without a validation
     split, and the target predictions); at the end of training restore the best-scoring epoch.
     Records `scores` and `selected_epoch` (1-based)."""
-    import keras
+    import keras  # heavy: keras
 
-    from src.training.fitting import predict_probs  # fitting imports this module
+    from src.training.fitting import predict_probs  # cycle: fitting imports this module
 
     class LabelFreeSelection(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):

@@ -326,7 +326,7 @@ def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: in
     weight and the length is the longer of the two. Drawn from its own generator, so the batch
     order is the one without mixup.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # heavy: tensorflow
 
     if n_slices > 1:
         sizes = [len(b) for b in length_sorted_batches(

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from src.training import presets
 from src.training.config import BOOKKEEPING, HARDWARE, RunConfig
+from src.training.main import build_parser  # light: no TensorFlow import
 from src.utils import io as sio
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ _NOT_IN_COMMAND = BOOKKEEPING - HARDWARE - {"run_id"}
 
 def compact_model_file(src: Path, dst: Path, weights_dtype: str = "float16") -> None:
     """Copy the .keras file `src` to `dst` with float32 weights stored as `weights_dtype`."""
-    import h5py
+    import h5py  # heavy: h5py
 
     with zipfile.ZipFile(src) as archive:
         entries = {name: archive.read(name) for name in archive.namelist()}
@@ -72,11 +74,6 @@ def training_command(run: dict) -> str:
     RunConfig's default, or for the flags a preset sets the --preset's value. On/off flags
     (store_true) appear when on; flags with a value (--collapse_guard false) whenever they
     differ. A RunConfig field that has no flag cannot be written: a warning names it."""
-    import argparse
-
-    from src.training import presets
-    from src.training.main import build_parser
-
     defaults = RunConfig().to_dict()
     preset = run.get("preset", defaults["preset"])
     defaults.update(presets.preset_values(preset if preset in presets.NAMES else "default"))
@@ -126,8 +123,8 @@ def _headline(result: dict) -> dict:
 def export_run(run_dir: str | Path, dest: str | Path, weights_dtype: str = "float16",
                features_root: str = "", overwrite: bool = False) -> dict:
     """Export every fold of `run_dir` to `dest`, evaluate the shipped models, return the summary."""
-    from src.training.evaluate import load_saved_run
-    from src.training.experiment import ExperimentError
+    from src.training.evaluate import load_saved_run  # heavy: sklearn, matplotlib
+    from src.training.experiment import ExperimentError  # heavy: sklearn
 
     run_dir, dest = Path(run_dir), Path(dest)
     saved, folds = load_saved_run(run_dir)
@@ -154,9 +151,9 @@ def export_run(run_dir: str | Path, dest: str | Path, weights_dtype: str = "floa
 def _evaluate_shipped(path: Path, saved: dict, features_root: str) -> dict:
     """Evaluate the compact models, store each fold's outputs in its result.json and return
     the mean/std summary (same-corpus: own test splits; adapted: the whole target corpus)."""
-    from src.training.adaptation import cross_corpus_results
-    from src.training.evaluate import evaluate_folds, fold_dirs
-    from src.utils.metrics import summarise_folds
+    from src.training.adaptation import cross_corpus_results  # heavy: sklearn, matplotlib
+    from src.training.evaluate import evaluate_folds, fold_dirs  # heavy: sklearn, matplotlib
+    from src.utils.metrics import summarise_folds  # heavy: sklearn
 
     folds = fold_dirs(path)
     features_root = features_root or RunConfig().features_root
@@ -235,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features_root", default="")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    from src.training.errors import USER_ERRORS
+    from src.training.errors import USER_ERRORS  # heavy: sklearn (via experiment)
 
     try:
         export_run(args.run, args.to, args.weights_dtype, args.features_root, args.overwrite)

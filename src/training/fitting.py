@@ -21,7 +21,7 @@ from src.utils import io
 
 def model_config_from(cfg: RunConfig):
     """The preset's ModelConfig with the run's architecture flags applied."""
-    from src.models.model import PRESETS
+    from src.models.model import PRESETS  # heavy: tensorflow
 
     return dataclasses.replace(
         PRESETS[cfg.preset], filter_size=cfg.filter_size, kernel_size=cfg.kernel_size,
@@ -35,7 +35,7 @@ def model_config_from(cfg: RunConfig):
 
 def learning_rate(cfg: RunConfig, steps_per_epoch: int):
     """--lr_schedule: cosine decay from --lr to min_lr over the run's steps, or --lr constant."""
-    import keras
+    import keras  # heavy: keras
 
     if cfg.lr_schedule == "constant":
         return cfg.lr
@@ -46,7 +46,7 @@ def learning_rate(cfg: RunConfig, steps_per_epoch: int):
 
 def make_optimizer(cfg: RunConfig, steps_per_epoch: int):
     """Adam(lr schedule, beta1, beta2), gradients clipped to --clipnorm (0 = not clipped)."""
-    import keras
+    import keras  # heavy: keras
 
     return keras.optimizers.Adam(learning_rate=learning_rate(cfg, steps_per_epoch),
                                  beta_1=cfg.beta1, beta_2=cfg.beta2,
@@ -55,7 +55,7 @@ def make_optimizer(cfg: RunConfig, steps_per_epoch: int):
 
 def compile_model(model, cfg: RunConfig, steps_per_epoch: int):
     """`make_optimizer`'s Adam, smoothed cross-entropy, accuracy."""
-    import keras
+    import keras  # heavy: keras
 
     optimizer = make_optimizer(cfg, steps_per_epoch)
     model.compile(optimizer=optimizer,
@@ -75,7 +75,7 @@ def distribution_strategy(kind: str):
     """
     if kind == "none":
         return None
-    import tensorflow as tf
+    import tensorflow as tf  # heavy: tensorflow
 
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy()
@@ -107,7 +107,7 @@ def chief_decides(cfg: RunConfig, flag: bool) -> bool:
     workers skip or train the same folds even when only the chief can see the run folder."""
     if cfg.distribute != "multi_worker":
         return flag
-    import tensorflow as tf
+    import tensorflow as tf  # heavy: tensorflow
 
     strategy = distribution_strategy(cfg.distribute)
     mine = tf.constant(1.0 if flag and is_chief(cfg) else 0.0)
@@ -151,8 +151,8 @@ def _keras_distribution_fixes(model, n_classes: int):
        with `strategy.reduce("MEAN", value, axis=0)`, which needs a batch axis; the steps return
        them with one. (Epoch logs, and so the history, are read from the metrics themselves.)
     """
-    import keras
-    import tensorflow as tf
+    import keras  # heavy: keras
+    import tensorflow as tf  # heavy: tensorflow
 
     strategy = model.distribute_strategy
     y = keras.KerasTensor((None, n_classes), "float32")
@@ -177,9 +177,9 @@ def _keras_distribution_fixes(model, n_classes: int):
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and TF; with `deterministic`, TF uses deterministic kernels so CPU runs
     repeat exactly. Keras refuses XLA under op determinism, so `--jit` runs without it."""
-    import keras
-    import tensorflow as tf
-    from tensorflow.python.framework import config as tf_config
+    import keras  # heavy: keras
+    import tensorflow as tf  # heavy: tensorflow
+    from tensorflow.python.framework import config as tf_config  # heavy: tensorflow
 
     keras.utils.set_random_seed(seed)
     if deterministic:
@@ -196,7 +196,7 @@ def fit_model(model, train: SERData, val: SERData | None, cfg: RunConfig, seed: 
               fold_dir: Path | None = None):
     """Train `model` in place with early stopping (per-epoch log in fold_dir/history.csv);
     returns (history dict, epoch seconds list)."""
-    import keras
+    import keras  # heavy: keras
 
     n_classes = len(train.class_names)
     strategy = distribution_strategy(cfg.distribute)

@@ -127,11 +127,11 @@ def unwritable_message(cfg: RunConfig, err: PermissionError) -> str:
 
 def configure_runtime(cfg: RunConfig) -> None:
     if cfg.mixed_precision:
-        import keras
+        import keras  # heavy: keras
 
         keras.mixed_precision.set_global_policy("mixed_float16")
     if cfg.threads:
-        import tensorflow as tf
+        import tensorflow as tf  # heavy: tensorflow
 
         tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
         tf.config.threading.set_inter_op_parallelism_threads(cfg.threads)
@@ -139,15 +139,15 @@ def configure_runtime(cfg: RunConfig) -> None:
 
 def dispatch(cfg: RunConfig):
     if cfg.mode == "train":
-        from src.training.experiment import run_training
+        from src.training.experiment import run_training  # heavy: sklearn
         return run_training(cfg)
     if cfg.mode == "test":
-        from src.training.evaluate import run_test
+        from src.training.evaluate import run_test  # heavy: sklearn, matplotlib
         return run_test(cfg)
     if cfg.mode == "predict":
-        from src.training.evaluate import run_predict
+        from src.training.evaluate import run_predict  # heavy: sklearn, matplotlib
         return run_predict(cfg)
-    from src.training.adaptation import run_adaptation, run_cross_corpus_test
+    from src.training.adaptation import run_adaptation, run_cross_corpus_test  # heavy: sklearn
     return run_adaptation(cfg) if cfg.mode == "train-lmmd" else run_cross_corpus_test(cfg)
 
 
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = from_saved_run(parse_config(argv, parser), argv)
     validate(cfg, parser)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from src.training.errors import USER_ERRORS, NothingPredicted
+    from src.training.errors import USER_ERRORS, NothingPredicted  # heavy: sklearn (via experiment)
 
     try:
         configure_runtime(cfg)

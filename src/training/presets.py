@@ -41,8 +41,8 @@ PRESET_FLAGS = MODEL_FLAGS + SCHEDULE_FLAGS
 def preset_values(name: str) -> dict[str, Any]:
     """{flag: value} of preset `name` for every flag in PRESET_FLAGS (seed defaults where the
     preset says nothing). ValueError for an unknown preset."""
-    from src.models.model import PRESETS
-    from src.training.config import RunConfig
+    from src.models.model import PRESETS  # heavy: tensorflow
+    from src.training.config import RunConfig  # cycle: config -> flags imports this module
 
     if name not in NAMES:
         raise ValueError(f"unknown preset {name!r}; expected one of {NAMES}")
