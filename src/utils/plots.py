@@ -158,7 +158,7 @@ def plot_tsne(embeddings: Any, labels: Any, domains: Any, path: str | os.PathLik
     sklearn ``TSNE(init="pca", perplexity=min(30, (N - 1) / 3), random_state=seed)``;
     ``domains=None`` means one domain. Needs N >= 3 points.
     """
-    from sklearn.manifold import TSNE  # imported lazily: only this plot needs it
+    from sklearn.manifold import TSNE  # heavy: sklearn (only this plot needs it)
 
     points = np.asarray(embeddings, dtype=np.float64)
     if points.ndim == 1:
