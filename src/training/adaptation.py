@@ -33,7 +33,7 @@ from src.training.estimators import (CLASSIC_MODELS, KerasEstimator, check_model
 from src.training.evaluate import load_data_for_models, load_saved_run
 from src.training.experiment import (ExperimentError, fold_subsets, make_folds, numbered_folds,
                                      prepare_run_dir, run_folds, save_fold_model)
-from src.training.fitting import NonFiniteLoss, compile_model, seed_everything
+from src.training.fitting import NonFiniteLoss, compile_model, predict_probs, seed_everything
 from src.utils import io
 from src.utils.metrics import compute_metrics
 from src.utils.plots import plot_tsne
@@ -175,7 +175,7 @@ def fit_adapted(classifier, train: SERData, val: SERData | None, target: SERData
             monitor=cfg.monitor, mode="min" if "loss" in cfg.monitor else "max",
             patience=cfg.patience, restore_best_weights=True))
     elif cfg.select_epoch == "label_free":
-        guard = epoch_selector(classifier, target)  # restores the best-scoring epoch
+        guard = epoch_selector(classifier, target, predict_probs)  # restores the best epoch
         callbacks.insert(1, guard)  # before the CSV log, which then records its score
     elif cfg.collapse_guard and cfg.da_method != "none":
         guard = collapse_guard(n_classes)  # early stopping, where on, already restores

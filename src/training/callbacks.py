@@ -119,14 +119,13 @@ def predicted_mix_balance(target_probs: np.ndarray) -> float:
     return float(-(mix * np.log(mix)).sum() / np.log(probs.shape[1]))
 
 
-def epoch_selector(classifier, target: SERData):
+def epoch_selector(classifier, target: SERData, predict_probs):
     """Callback for `--select_epoch label_free`: after every epoch, score the classifier with
     `label_free_score` (source validation accuracy, or training accuracy without a validation
-    split, and the target predictions); at the end of training restore the best-scoring epoch.
-    Records `scores` and `selected_epoch` (1-based)."""
+    split, and the target predictions `predict_probs(classifier, target)` -> (N, C)); at the
+    end of training restore the best-scoring epoch. Records `scores` and `selected_epoch`
+    (1-based)."""
     import keras  # heavy: keras
-
-    from src.training.fitting import predict_probs  # cycle: fitting imports this module
 
     class LabelFreeSelection(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):

@@ -25,10 +25,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Iterator
 
-from src.training.presets import NAMES as PRESET_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODES = ("train", "test", "predict", "train-lmmd", "test-cross-corpus")
+# The --preset names (their values: src.training.presets, which imports this module).
+PRESET_NAMES = ("default", "light", "timnet")
 IDENTITIES = ("always", "when_set", "never", "prefix")
 # Group name (a key of the nested config files) -> title of its --help section.
 GROUPS = {"run": "run", "input": "data and features", "architecture": "model",

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-NAMES = ("default", "light", "timnet")
+from src.training.flags import PRESET_NAMES as NAMES
+from src.training.flags import RunFlags
 # Flags a preset's ModelConfig decides (RunConfig field = ModelConfig field, head_units as text).
 MODEL_FLAGS = ("filter_size", "dilation_size", "kernel_size", "stack_size", "dropout", "block",
                "level_weights", "use_dtpm", "use_attention", "head_units")
@@ -42,12 +43,11 @@ def preset_values(name: str) -> dict[str, Any]:
     """{flag: value} of preset `name` for every flag in PRESET_FLAGS (seed defaults where the
     preset says nothing). ValueError for an unknown preset."""
     from src.models.model import PRESETS  # heavy: tensorflow
-    from src.training.config import RunConfig  # cycle: config -> flags imports this module
 
     if name not in NAMES:
         raise ValueError(f"unknown preset {name!r}; expected one of {NAMES}")
     model = PRESETS[name]
-    seed = RunConfig()
+    seed = RunFlags()
     values = {flag: getattr(seed, flag) for flag in SCHEDULE_FLAGS}
     values.update(SCHEDULES[name])
     for flag in MODEL_FLAGS:
