@@ -289,3 +289,18 @@ def test_utils_do_not_import_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_per_class_recall_of_a_resumed_fold_reads_absent_classes_as_nan():
+    """A fold's result.json stores NaN recall (class absent from a LOSO test speaker) as null;
+    the report of a resumed run reads it back as None and must treat it as NaN."""
+    from src.utils.reports import per_class_recall_frame
+
+    fresh = compute_metrics(np.array([0, 0, 1]), np.array([0, 1, 1]), labels=["a", "b", "c"])
+    assert math.isnan(fresh["per_class_recall"]["c"])
+    resumed = {"per_class_recall": {**fresh["per_class_recall"], "c": None}}
+    frame = per_class_recall_frame([{"fold": 1, "metrics": fresh},
+                                    {"fold": 2, "metrics": resumed}], ["a", "b", "c"])
+    rows = frame[frame["fold"] != "mean"]
+    assert rows["a"].tolist() == [0.5, 0.5] and rows["b"].tolist() == [1.0, 1.0]
+    assert rows["c"].isna().all()

@@ -163,12 +163,14 @@ def summary_frame(fold_results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 def per_class_recall_frame(fold_results: Sequence[Mapping[str, Any]],
                            labels: Sequence[str]) -> pd.DataFrame:
-    """Folds x classes recall (nan where a class is absent from the fold), plus a mean row."""
+    """Folds x classes recall (nan where a class is absent from the fold: NaN in memory, None
+    in a fold's result.json read back on resume), plus a mean row."""
     rows = []
     for result in fold_results:
         recall = result["metrics"]["per_class_recall"]
         rows.append({"fold": int(result["fold"]),
-                     **{name: float(recall.get(name, np.nan)) for name in labels}})
+                     **{name: np.nan if recall.get(name) is None else float(recall[name])
+                        for name in labels}})
     frame = pd.DataFrame(rows, columns=["fold", *labels])
     values = frame[list(labels)].astype(float)
     mean = {"fold": "mean"}
