@@ -203,7 +203,7 @@ def model_scaling(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean, scale = group_scaling(frames)
     variance = np.where(scale > 0, 1.0 / np.square(np.where(scale > 0, scale, 1.0)),
                         UNUSED_VARIANCE)
-    return mean, variance.astype(np.float32)
+    return mean.astype(np.float32), variance.astype(np.float32)
 
 
 def utterance_matrix(data: SERData) -> np.ndarray:
@@ -254,7 +254,7 @@ def group_scaling(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean, var = frames.mean(axis=0), frames.var(axis=0)
     informative = var > 1e-8 + 1e-10 * np.square(mean)
     scale = np.where(informative, 1.0 / np.sqrt(np.where(informative, var, 1.0)), 0.0)
-    return mean.astype(np.float32), scale.astype(np.float32)
+    return mean, scale  # float64: x - mean of a large-mean feature loses digits in float32
 
 
 def class_balanced_draw(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
