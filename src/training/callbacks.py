@@ -97,6 +97,14 @@ def collapse_guard(n_classes: int, drop: float = 0.6, healthy: float = 0.9):
     return CollapseGuard()
 
 
+def normalised_entropy(distribution: np.ndarray) -> float:
+    """H(p) / log C of a distribution p (C,) that sums to 1 (zero entries contribute 0): 1 when
+    uniform, 0 when all mass is on one class."""
+    p = np.asarray(distribution, dtype=np.float64)
+    nonzero = p[p > 0]
+    return float(-(nonzero * np.log(nonzero)).sum() / np.log(len(p)))
+
+
 def label_free_score(source_accuracy: float, target_probs: np.ndarray) -> float:
     """Model-selection score that reads no target label: source (validation) accuracy times
     the normalised entropy of the mean target prediction, H(mean_i p_i) / log C (1 when the
@@ -104,8 +112,7 @@ def label_free_score(source_accuracy: float, target_probs: np.ndarray) -> float:
     embedding collapsed by the domain term, or a classifier that maps the whole target corpus
     to one or two classes, scores low even while its source accuracy is high."""
     mean = np.clip(np.asarray(target_probs, dtype=np.float64).mean(axis=0), 1e-12, 1.0)
-    balance = float(-(mean * np.log(mean)).sum() / np.log(len(mean)))
-    return float(source_accuracy) * balance
+    return float(source_accuracy) * normalised_entropy(mean)
 
 
 def predicted_mix_balance(target_probs: np.ndarray) -> float:
@@ -114,9 +121,8 @@ def predicted_mix_balance(target_probs: np.ndarray) -> float:
     label; assumes a roughly balanced target corpus (true of EMODB and RAVDESS: 0.98 / 0.99
     over the five shared classes)."""
     probs = np.asarray(target_probs)
-    mix = np.bincount(probs.argmax(axis=1), minlength=probs.shape[1]) / len(probs)
-    mix = mix[mix > 0]
-    return float(-(mix * np.log(mix)).sum() / np.log(probs.shape[1]))
+    counts = np.bincount(probs.argmax(axis=1), minlength=probs.shape[1])
+    return normalised_entropy(counts / len(probs))
 
 
 def epoch_selector(classifier, target: SERData, predict_probs):

@@ -127,16 +127,16 @@ class ClassicEstimator:
         keep the one whose predictions on `target` (labels never read) have the most balanced
         class mix (`predicted_mix_balance`; the larger C wins a tie). Returns {"C": [...],
         "balance": [...], "selected_C": C}, stored in the fold's result.json."""
-        scores, best = [], None
+        vectors, target_vectors = utterance_matrix(train), utterance_matrix(target)
+        pipelines, scores = [], []
         for C in LABEL_FREE_C_GRID:
-            pipeline = build_classic(self.cfg.model, C, seed).fit(utterance_matrix(train),
-                                                                  train.labels)
-            self.pipeline = pipeline
-            scores.append(predicted_mix_balance(self.predict_proba(target)))
-            if best is None or scores[-1] > max(scores[:-1]):
-                best = pipeline, C
-        self.pipeline = best[0]
-        return {"C": list(LABEL_FREE_C_GRID), "balance": scores, "selected_C": best[1]}
+            pipelines.append(build_classic(self.cfg.model, C, seed).fit(vectors, train.labels))
+            scores.append(predicted_mix_balance(
+                full_proba(pipelines[-1], target_vectors, len(self.class_names))))
+        best = int(np.argmax(scores))  # the first maximum: the larger C wins a tie
+        self.pipeline = pipelines[best]
+        return {"C": list(LABEL_FREE_C_GRID), "balance": scores,
+                "selected_C": LABEL_FREE_C_GRID[best]}
 
     def predict_proba(self, data: SERData) -> np.ndarray:
         return full_proba(self.pipeline, utterance_matrix(data), len(self.class_names))
