@@ -167,6 +167,10 @@ def _extract_like(run: str, tmp: Path, dataset: str = "") -> Path:
     settings = saved["extraction"][streams[0]]
     extra = ["--trim_silence"] if settings["trim_silence"] else []
     extra += ["--smile_level", settings.get("smile_level", "functionals")]
+    for name in ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "n_mfcc", "fmin",
+                 "fmax", "normalize", "fixed_samples"):  # e.g. the timnet extraction preset's
+        if settings.get(name) is not None:
+            extra += [f"--{name}", str(settings[name])]
     root, dataset = tmp / "features", dataset or saved["dataset"]
     assert extract_main(["--dataset", dataset, "--raw_dir",
                          str(SHARED_DATA / dataset), "--features_root", str(root),

@@ -304,3 +304,22 @@ def test_per_class_recall_of_a_resumed_fold_reads_absent_classes_as_nan():
     rows = frame[frame["fold"] != "mean"]
     assert rows["a"].tolist() == [0.5, 0.5] and rows["b"].tolist() == [1.0, 1.0]
     assert rows["c"].isna().all()
+
+
+def test_test_fold_monitoring_reports_the_best_test_epoch_beside_the_honest_last_epoch():
+    """--val_policy test_fold on a fixed schedule keeps the last epoch (honest figures) and the
+    report adds each fold's best test-fold epoch (TIM-Net's published protocol) beside it."""
+    from src.training.report import (TEST_FOLD_MONITOR_NOTE, TEST_FOLD_NOTE,
+                                     best_epoch_on_test_fold, selection_note)
+
+    assert selection_note({"val_policy": "test_fold", "patience": 0}) == TEST_FOLD_MONITOR_NOTE
+    assert selection_note({"val_policy": "test_fold", "patience": 10}) == TEST_FOLD_NOTE
+    results = [{"history": {"val_accuracy": [0.5, 0.75, 0.625]}},
+               {"history": {"val_accuracy": [0.25, 0.5, 1.0]}},
+               {"history": {"accuracy": [0.9]}}]  # a fold without the monitor is left out
+    best = best_epoch_on_test_fold(results)
+    assert best["test_fold_best_war"] == [75.0, 100.0]
+    assert best["test_fold_best_epoch"] == [2, 3]
+    assert best["test_fold_best_war_mean"] == pytest.approx(87.5)
+    assert best["test_fold_best_war_std"] == pytest.approx(np.std([75.0, 100.0]))
+    assert best_epoch_on_test_fold([{"history": {}}, {}]) == {}

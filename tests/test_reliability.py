@@ -484,6 +484,21 @@ def test_learning_rate_schedule_and_clipping_follow_the_flags():
     assert constant.clipnorm is None
 
 
+def test_weight_decay_shrinks_every_weight_by_lr_times_the_flag_each_step():
+    import keras
+
+    from src.training.fitting import make_optimizer
+
+    weights = keras.Variable(np.array([2.0, -4.0], dtype="float32"))
+    for decay, factor in ((0.5, 1 - 0.1 * 0.5), (0.0, 1.0)):
+        weights.assign(np.array([2.0, -4.0], dtype="float32"))
+        optimizer = make_optimizer(RunConfig(lr=0.1, lr_schedule="constant", clipnorm=0.0,
+                                             weight_decay=decay), steps_per_epoch=1)
+        optimizer.apply_gradients([(keras.ops.zeros((2,)), weights)])  # Adam's step is 0 here
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(weights),
+                                   [2.0 * factor, -4.0 * factor], rtol=1e-6)
+
+
 def test_kept_epoch_is_the_last_on_a_fixed_schedule_and_the_best_with_early_stopping():
     from src.training.experiment import kept_epoch
 

@@ -45,12 +45,14 @@ def learning_rate(cfg: RunConfig, steps_per_epoch: int):
 
 
 def make_optimizer(cfg: RunConfig, steps_per_epoch: int):
-    """Adam(lr schedule, beta1, beta2), gradients clipped to --clipnorm (0 = not clipped)."""
+    """Adam(lr schedule, beta1, beta2), gradients clipped to --clipnorm (0 = not clipped),
+    decoupled --weight_decay (0 = none: plain Adam)."""
     import keras  # heavy: keras
 
     return keras.optimizers.Adam(learning_rate=learning_rate(cfg, steps_per_epoch),
                                  beta_1=cfg.beta1, beta_2=cfg.beta2,
-                                 clipnorm=cfg.clipnorm or None)
+                                 clipnorm=cfg.clipnorm or None,
+                                 weight_decay=cfg.weight_decay or None)
 
 
 def compile_model(model, cfg: RunConfig, steps_per_epoch: int):

@@ -109,6 +109,9 @@ class RunFlags:
     beta2: float = flag(0.98, "optimisation", "Adam beta_2")
     min_lr: float = flag(1e-6, "optimisation", "end of the cosine decay", cli=False)
     clipnorm: float = flag(1.0, "optimisation", "clip each gradient to this norm (0 = off).")
+    weight_decay: float = flag(0.0, "optimisation", "decoupled weight decay of Adam (AdamW: "
+                               "each step shrinks every weight by lr x this; 0 = off).",
+                               identity="when_set")
     label_smoothing: float = flag(0.1, "optimisation", "of the (source) cross-entropy (0 for "
                                   "the MLP with LMMD: smoothed, less confident target "
                                   "predictions blur the class-conditional weights).")

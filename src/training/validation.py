@@ -30,6 +30,7 @@ NUMERIC_RANGES = {
     "C": (0, _INF, False, False), "mlp_dropout": (0, 1, True, False),
     "target_entropy": (0, _INF, True, False), "label_smoothing": (0, 1, True, False),
     "clipnorm": (0, _INF, True, False), "fold_seed": (0, 2 ** 32 - 1, True, True),
+    "weight_decay": (0, _INF, True, False),
 }
 
 
