@@ -215,3 +215,50 @@ def test_target_entropy_term_is_trained_and_logged(corpora, tmp_path):
     # the target passes through the model only for the entropy term (no domain term here)
     assert all(0 < h <= np.log(3) for h in history["target_entropy"])
     assert history["da_loss"] == [0.0, 0.0]
+
+
+def test_balanced_pseudo_labels_against_hand_computation():
+    from src.training.self_training import balanced_pseudo_labels, round_share
+
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])  # argmax: all class 0
+    index, labels = balanced_pseudo_labels(probs, 0.5)  # one file per class
+    assert index.tolist() == [0, 3] and labels.tolist() == [0, 1]  # class 1: its most likely
+    index, labels = balanced_pseudo_labels(probs, 1.0)
+    assert index.tolist() == [0, 1, 2, 3] and labels.tolist() == [0, 0, 1, 1]
+    assert balanced_pseudo_labels(probs, 0.2)[0].size == 0  # int(0.2 * 4 / 2) = 0 per class
+    assert [round_share(r, 4) for r in (1, 2, 3, 4)] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+
+
+def test_pseudo_labelled_files_join_the_training_files_padded_and_relabelled():
+    from src.training.self_training import with_pseudo_labelled
+
+    rng = np.random.default_rng(0)
+    train, target = _affine_domain(rng, 0, 0, "s"), _affine_domain(rng, 0, 0, "t")
+    train.streams["MFCC"] = rng.standard_normal((train.n, 5, 2)).astype(np.float32)
+    target.streams["MFCC"] = rng.standard_normal((target.n, 7, 2)).astype(np.float32)
+    joined = with_pseudo_labelled(train, target, np.array([4, 2]), np.array([1, 0]))
+    assert joined.n == train.n + 2 and joined.streams["MFCC"].shape == (train.n + 2, 7, 2)
+    np.testing.assert_array_equal(joined.streams["MFCC"][:train.n, 5:], 0)  # padded
+    np.testing.assert_array_equal(joined.streams["MFCC"][train.n:], target.streams["MFCC"][[4, 2]])
+    np.testing.assert_array_equal(joined.streams["eGeMAPS"][train.n:],
+                                  target.streams["eGeMAPS"][[4, 2]])
+    assert joined.labels[train.n:].tolist() == [1, 0]
+    assert joined.metadata["file_id"].tolist()[-2:] == ["t4", "t2"]
+    assert joined.metadata["label"].tolist()[-2:] == ["1", "0"]  # the pseudo labels
+
+
+def test_balanced_self_training_recovers_an_affine_class_shift(tmp_path):
+    from src.training.adaptation import train_adapted_fold
+
+    rng = np.random.default_rng(0)
+    source, target = _affine_domain(rng, 0, 0, "s"), _affine_domain(rng, 40, 2.0, "t")
+    everything, accuracy = np.arange(source.n), {}
+    for rounds in (0, 3):
+        cfg = RunConfig(model="logreg", da_method="none", self_training=rounds, C=1.0)
+        result = train_adapted_fold(source, target, 1, everything, everything[:30], cfg,
+                                    tmp_path / str(rounds))
+        accuracy[rounds] = result["target"]["metrics"]["war"]
+        assert [r["share"] for r in result["self_training"]] == \
+            pytest.approx([r / (rounds + 1) for r in range(1, rounds + 1)])
+    assert accuracy[0] < 0.8
+    assert accuracy[3] > accuracy[0] + 0.1

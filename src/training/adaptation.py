@@ -34,6 +34,7 @@ from src.training.evaluate import load_data_for_models, load_saved_run
 from src.training.experiment import (ExperimentError, fold_subsets, make_folds, numbered_folds,
                                      prepare_run_dir, run_folds, save_fold_model)
 from src.training.fitting import NonFiniteLoss, compile_model, predict_probs, seed_everything
+from src.training.self_training import balanced_pseudo_labels, round_share, with_pseudo_labelled
 from src.utils import io
 from src.utils.metrics import compute_metrics
 from src.utils.plots import plot_tsne
@@ -191,12 +192,58 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
                        cfg: RunConfig, fold_dir: Path) -> dict:
     """Train one source fold with adaptation to `target`; evaluate on the held-out source fold
     and on the whole target corpus. scikit-learn models (da_method none) are fitted on the
-    source fold alone."""
+    source fold alone. With --self_training R, R more fits follow, each on the source fold
+    plus a growing class-balanced share of pseudo-labelled target files."""
     seed = cfg.random_seed + fold
     seed_everything(seed, deterministic=not cfg.jit)
     estimator = make_estimator(cfg, source.class_names)
     train, val, test = fold_subsets(source, train_idx, test_idx, "kfold",
                                     cfg.val_fraction if estimator.uses_validation else 0.0, seed)
+    estimator, history, times, guard, selection = _fit_fold(cfg, train, val, target, seed,
+                                                            fold_dir, fold)
+    rounds, seconds = [], float(sum(times))
+    round_cfg = (cfg if selection is None else  # later rounds keep the label-free C
+                 RunConfig.from_dict({**cfg.to_dict(), "C": selection["selected_C"],
+                                      "select_C": "fixed"}))
+    for r in range(1, cfg.self_training + 1):
+        share = round_share(r, cfg.self_training)
+        index, labels = balanced_pseudo_labels(estimator.predict_proba(target), share)
+        seed_everything(seed, deterministic=not cfg.jit)
+        estimator, history, times, guard, _ = _fit_fold(
+            round_cfg, with_pseudo_labelled(train, target, index, labels), val, target, seed,
+            fold_dir, fold)
+        seconds += float(sum(times))
+        rounds.append({"round": r, "share": share, "pseudo_labelled": int(len(index))})
+        log.info("fold %d: self-training round %d, %d pseudo-labelled target files", fold, r,
+                 len(index))
+    source_probs = estimator.predict_proba(test)
+    target_probs = estimator.predict_proba(target)
+    warning = collapse_warning(source_probs.argmax(axis=1), len(source.class_names), cfg)
+    if warning:
+        log.warning("fold %d: %s", fold, warning)
+    save_fold_model(fold_dir, estimator, train, val, test)
+    names = source.class_names
+    result = {
+        "fold": fold, "history": history, "epochs": len(times),
+        "seconds": seconds, "self_training": rounds,
+        "seconds_per_epoch": float(np.median(times)) if times else 0.0,
+        "collapsed_epoch": getattr(guard, "collapsed_epoch", None),
+        "restored_epoch": getattr(guard, "restored_epoch", None),
+        "selected_epoch": getattr(guard, "selected_epoch", None),
+        "C_selection": selection,
+        "source": _evaluation(test, source_probs, names, compute_metrics),
+        "target": _evaluation(target, target_probs, names, compute_metrics),
+    }
+    io.write_json(fold_dir / "result.json", result)
+    return result
+
+
+def _fit_fold(cfg: RunConfig, train: SERData, val: SERData | None, target: SERData, seed: int,
+              fold_dir: Path, fold: int):
+    """One fit of a fresh estimator on `train`, adapted to `target` where the model has an
+    embedding; returns (estimator, history, epoch seconds, guard or None, the --select_C
+    label_free record or None)."""
+    estimator = make_estimator(cfg, train.class_names)
     selection = None  # --select_C label_free: the C grid, its scores and the chosen C
     if isinstance(estimator, KerasEstimator):
         classifier = estimator.build(train, normalise=not cfg.domain_norm)
@@ -210,26 +257,7 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
         (history, times), guard = estimator.fit(train, val, seed), None
     if history and not np.isfinite(history["loss"]).all():
         raise NonFiniteLoss(f"fold {fold}: loss became NaN/Inf; lower --lr or --lmmd_weight")
-    source_probs = estimator.predict_proba(test)
-    target_probs = estimator.predict_proba(target)
-    warning = collapse_warning(source_probs.argmax(axis=1), len(source.class_names), cfg)
-    if warning:
-        log.warning("fold %d: %s", fold, warning)
-    save_fold_model(fold_dir, estimator, train, val, test)
-    names = source.class_names
-    result = {
-        "fold": fold, "history": history, "epochs": len(times),
-        "seconds": float(sum(times)),
-        "seconds_per_epoch": float(np.median(times)) if times else 0.0,
-        "collapsed_epoch": getattr(guard, "collapsed_epoch", None),
-        "restored_epoch": getattr(guard, "restored_epoch", None),
-        "selected_epoch": getattr(guard, "selected_epoch", None),
-        "C_selection": selection,
-        "source": _evaluation(test, source_probs, names, compute_metrics),
-        "target": _evaluation(target, target_probs, names, compute_metrics),
-    }
-    io.write_json(fold_dir / "result.json", result)
-    return result
+    return estimator, history, times, guard, selection
 
 
 def collapse_warning(source_pred: np.ndarray, n_classes: int, cfg: RunConfig) -> str | None:

@@ -193,6 +193,11 @@ class RunFlags:
                          "target predictions have the most balanced class mix (label_free; no "
                          "target label is read)", identity="when_set",
                          choices=("fixed", "label_free"))
+    self_training: int = flag(0, "adaptation", "train-lmmd: rounds of class-balanced "
+                              "self-training after the first fit; round r of R trains again "
+                              "with the share r/(R+1) of the target added as pseudo-labelled "
+                              "files, each class its most confident ones (0 = off; no target "
+                              "label is read)", identity="when_set", metavar="ROUNDS")
     kernel_mul: float = flag(2.0, "adaptation", "ratio of the bandwidths of the Gaussian "
                              "kernels")
     kernel_num: int = flag(5, "adaptation", "number of Gaussian kernels")

@@ -41,8 +41,20 @@ LAST_EPOCH_NOTE = ("Cross-corpus model: the last epoch of a fixed schedule (or t
                    "figures.")
 
 
+SELF_TRAINING_NOTE = ("Then {rounds} round(s) of class-balanced self-training: each trained "
+                      "again with a growing share of the target pseudo-labelled by the model "
+                      "itself (each class its most confident files; no target label read).")
+
+
 def selection_note(run_config: dict) -> str:
-    """How the reported models were chosen, in one sentence for every report."""
+    """How the reported models were chosen, in one or two sentences for every report."""
+    note = _base_selection_note(run_config)
+    if run_config.get("self_training"):
+        note += " " + SELF_TRAINING_NOTE.format(rounds=run_config["self_training"])
+    return note
+
+
+def _base_selection_note(run_config: dict) -> str:
     if run_config.get("val_policy") == "test_fold":
         return TEST_FOLD_MONITOR_NOTE if run_config.get("patience") == 0 else TEST_FOLD_NOTE
     if run_config.get("model") in ("svm", "logreg"):

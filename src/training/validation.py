@@ -30,7 +30,7 @@ NUMERIC_RANGES = {
     "C": (0, _INF, False, False), "mlp_dropout": (0, 1, True, False),
     "target_entropy": (0, _INF, True, False), "label_smoothing": (0, 1, True, False),
     "clipnorm": (0, _INF, True, False), "fold_seed": (0, 2 ** 32 - 1, True, True),
-    "weight_decay": (0, _INF, True, False),
+    "weight_decay": (0, _INF, True, False), "self_training": (0, _INF, True, False),
 }
 
 
@@ -74,6 +74,8 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
                                            or cfg.model not in ("svm", "logreg")),
          "--select_C label_free needs --mode train-lmmd and --model svm or logreg (it picks C "
          "from the target's predictions)"),
+        (cfg.self_training and cfg.mode != "train-lmmd",
+         "--self_training needs --mode train-lmmd (it pseudo-labels the target corpus)"),
         (min(cfg.time_masks, cfg.freq_masks) < 0, "--time_masks and --freq_masks must be >= 0"),
         (not (0 <= cfg.time_mask_width < 1 and 0 <= cfg.freq_mask_width < 1),
          "--time_mask_width and --freq_mask_width must be in [0, 1)"),
