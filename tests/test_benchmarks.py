@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import bench_inference, bench_training, run
+from benchmarks import bench_inference, bench_nkululeko, bench_training, run
 from src.training.data import PAD_MULTIPLE, SERData, length_sorted_batches
 
 # A tiny network: a few hundred weights, traced in seconds.
@@ -387,3 +388,119 @@ def test_the_repository_results_doc_has_the_accuracy_table_markers():
     readme = (run.REPO_ROOT / "README.md").read_text()              # one table, in one place
     assert run.README_BEGIN not in readme and run.README_END not in readme
     assert "docs/RESULTS.md" in readme
+
+
+# ---------------------------------------------------------------------------- nkululeko peer
+def _fake_corpora(root, make_wav):
+    """Two EMODB and three RAVDESS wavs (one calm, outside the five classes)."""
+    for name in ("03a01Wa", "10b02Ta", "11a01La"):
+        make_wav(root / "EMODB" / "wav" / f"{name}.wav", seconds=0.05)
+    for actor, stem in (("01", "03-01-05-01-01-01-01"), ("01", "03-01-02-01-01-01-01"),
+                        ("02", "03-01-06-02-01-02-02")):
+        make_wav(root / "RAVDESS" / f"Actor_{actor}" / f"{stem}.wav", seconds=0.05)
+
+
+def _csv_rows(path):
+    return pd.read_csv(path, dtype=str).values.tolist()
+
+
+def _ini(path):
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(path)
+    return cfg
+
+
+def test_nkululeko_inputs_of_a_loso_and_a_cross_corpus_row(tmp_path, make_wav):
+    root, work = tmp_path / "data", tmp_path / "work"
+    _fake_corpora(root, make_wav)
+    cfg = _ini(bench_nkululeko.prepare_row("a", work, root))
+    assert cfg["DATA"]["databases"] == "['emodb']" and cfg["DATA"]["emodb.type"] == "csv"
+    assert (cfg["FEATS"]["set"], cfg["FEATS"]["scale"]) == ("ComParE_2016", "speaker")
+    assert (cfg["MODEL"]["type"], cfg["MODEL"]["logo"]) == ("svm", "10")
+    assert cfg["EXP"]["root"] == str(work / "exp") and cfg["EXP"]["name"] == "row_a"
+    wav = root.resolve() / "EMODB" / "wav"
+    assert _csv_rows(cfg["DATA"]["emodb"]) == [   # labels in our names, all seven kept
+        [str(wav / "03a01Wa.wav"), "angry", "emodb_03"],
+        [str(wav / "10b02Ta.wav"), "sad", "emodb_10"],
+        [str(wav / "11a01La.wav"), "boredom", "emodb_11"]]
+
+    cfg = _ini(bench_nkululeko.prepare_row("d", work, root))
+    assert cfg["DATA"]["databases"] == "['ravdess', 'emodb']" and "logo" not in cfg["MODEL"]
+    assert cfg["DATA"]["ravdess.split_strategy"] == "train"
+    assert cfg["DATA"]["emodb.split_strategy"] == "test"
+    assert cfg["DATA"]["labels"] == str(list(bench_nkululeko.FIVE))
+    assert cfg["FEATS"]["set"] == "eGeMAPSv02"
+    actors = root.resolve() / "RAVDESS"
+    assert _csv_rows(cfg["DATA"]["ravdess"]) == [      # calm left out
+        [str(actors / "Actor_01" / "03-01-05-01-01-01-01.wav"), "angry", "ravdess_01"],
+        [str(actors / "Actor_02" / "03-01-06-02-01-02-02.wav"), "fear", "ravdess_02"]]
+    assert [r[1] for r in _csv_rows(cfg["DATA"]["emodb"])] == ["angry", "sad"]  # no boredom
+    assert sorted(p.name for p in (work / "csv").iterdir()) == [
+        "emodb.csv", "emodb_5.csv", "ravdess_5.csv"]
+
+
+def test_nkululeko_result_parser_reads_the_report_and_the_speaker_groups(tmp_path):
+    res = tmp_path / "results"
+    (res / "run_0").mkdir(parents=True)
+    (res / "x_runs.txt").write_text("0.7858 \nmean: 0.7858, std: 0.0000")
+    (res / "run_0" / "cohens-d_x.txt").write_text("{np.True_: 0, 'True-False': 0.357}")
+    (res / "run_0" / "x_conf.txt").write_text("Confusion matrix result for epoch: 0, UAR: 0.786")
+    report = {"a": {"recall": 0.9}, "accuracy": 0.7963,
+              "macro avg": {"precision": 0.78, "recall": 0.7858, "f1-score": 0.78}}
+    (res / "run_0" / "x_last_0_000.txt").write_text(
+        json.dumps(report) + "\nresult per class (F1 score): [0.8] from epoch: 0")
+    got = bench_nkululeko.parse_peer_result(res)
+    assert (got["uar"], got["war"]) == (0.7858, 0.7963) and "uar_folds" not in got
+    (res / "run_0" / "logo_results.txt").write_text(
+        "LOGO: mean 0.650,  std: 0.050\nLOGO results: [0.6,0.7]")
+    got = bench_nkululeko.parse_peer_result(res)
+    assert got["uar_folds"] == [0.6, 0.7] and got["uar_fold_mean"] == pytest.approx(0.65)
+
+    (res / "run_0" / "x_last_0_000.txt").write_text('{"macro avg": {"recall": 0.1}')
+    with pytest.raises(RuntimeError, match="x_last_0_000.txt"):
+        bench_nkululeko.parse_peer_result(res)
+    with pytest.raises(RuntimeError, match="under .*empty"):
+        bench_nkululeko.parse_peer_result(tmp_path / "empty")
+
+
+def test_our_nkululeko_rows_read_pooled_figures_from_metrics_json(tmp_path, monkeypatch):
+    monkeypatch.setenv("NKULULEKO_WORK", str(tmp_path))
+    args = bench_nkululeko.parse_args(["--features_root", "/f"])
+    run_id, cmd = bench_nkululeko.our_command("c", "svm", args)
+    assert run_id == "bench-nkulu-ours-emodb2ravdess-svm-eGeMAPS"
+    flags = " ".join(cmd)
+    assert "--mode train-lmmd --data EMODB --target_data RAVDESS --da_method none" in flags
+    assert "--label_set angry,fear,happy,neutral,sad" in flags and "--speaker_norm" in flags
+    assert f"--results_root {tmp_path}/ours/results" in flags and "--features_root /f" in flags
+    run_id, cmd = bench_nkululeko.our_command("a", "logreg", args)
+    assert run_id == "bench-nkulu-ours-loso-logreg-ComParE"
+    assert "--protocol loso" in " ".join(cmd) and "--feature_type ComParE" in " ".join(cmd)
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"uar_mean": 0.84, "war_mean": 0.86, "uar_pooled": 0.85,
+                                "war_pooled": 0.87, "n_folds": 10}))
+    got = bench_nkululeko.read_our_metrics(path)
+    assert (got["uar"], got["war"], got["uar_fold_mean"]) == (0.85, 0.87, 0.84)
+
+
+def test_missing_nkululeko_is_one_skip_line_and_exit_0(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NKULULEKO_PYTHON", str(tmp_path / "no-venv" / "python"))
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    assert bench_nkululeko.main(["--skip_ours", "--output", str(out), "--markdown",
+                                 str(md)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    skips = [line for line in lines if line.startswith("nkululeko peer skipped")]
+    assert len(skips) == 1 and str(tmp_path / "no-venv" / "python") in skips[0]
+    assert "pip install torch==2.13.0" in skips[0] and "nkululeko" in skips[0]
+    report = json.loads(out.read_text())
+    assert report["results"] == [] and report["peer_skipped"] == skips[0]
+    assert skips[0] in md.read_text()
+
+
+def test_a_python_without_nkululeko_is_skipped_too(tmp_path):
+    import sys
+
+    versions, skip = bench_nkululeko.peer_version(Path(sys.executable))
+    assert versions == {} and skip.startswith("nkululeko peer skipped")
+    assert "cannot import nkululeko" in skip and "pip install" in skip
