@@ -218,7 +218,7 @@ def test_predict_with_shipped_models_on_new_and_real_audio(emodb_features, tmp_p
 
 
 @pytest.mark.parametrize("run", ["EMODB-to-RAVDESS/MFCC", "RAVDESS-to-EMODB/MFCC",
-                                 "RAVDESS-to-EMODB/eGeMAPS"])
+                                 "RAVDESS-to-EMODB/eGeMAPS", "RAVDESS-to-EMODB/eGeMAPS-selftrain"])
 def test_shipped_adapted_model_reproduces_its_target_figures(run, tmp_path):
     source, target = run.split("/")[0].split("-to-")
     if not (SHIPPED / run / "config.json").exists():
