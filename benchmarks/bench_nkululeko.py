@@ -50,6 +50,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import write_report
+
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 FIVE = ("angry", "fear", "happy", "neutral", "sad")
@@ -362,11 +364,7 @@ def main(argv=None) -> int:
     except RuntimeError as exc:
         print(f"bench_nkululeko: error: {exc}", file=sys.stderr)
         return 1
-    text = markdown(report)
-    print(text)
-    Path(args.output).write_text(json.dumps(report, indent=1))
-    Path(args.markdown).write_text(text)
-    print(f"wrote {args.output} and {args.markdown}")
+    write_report(report, markdown(report), args.output, args.markdown)
     return 0
 
 

@@ -46,6 +46,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import write_report
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "timnet_peer_driver.py"
@@ -287,11 +289,7 @@ def main(argv=None) -> int:
         rows = collect_ours(args.corpus, run_id, folds, meta, run.get("peak_rss_mb"))
         report["systems"]["ours"] = {"rows": rows, "run_id": run_id,
                                      "mean": mean_row(rows, run.get("peak_rss_mb")), **run}
-    text = markdown(report)
-    print(text)
-    Path(args.output).write_text(json.dumps(report, indent=1))
-    Path(args.markdown).write_text(text)
-    print(f"wrote {args.output} and {args.markdown}")
+    write_report(report, markdown(report), args.output, args.markdown)
     return 0
 
 
