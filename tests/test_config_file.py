@@ -242,3 +242,18 @@ def test_flat_and_nested_files_give_the_same_config(tmp_path):
         cfg = parse_config(["--config", str(tmp_path / name)], build_parser())
         assert cfg.default_run_id() == direct.default_run_id(), name
         assert {**cfg.to_dict(), "config": ""} == {**direct.to_dict(), "config": ""}, name
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode", "train", "--self_training", "2"], "--self_training needs --mode train-lmmd"),
+    (["--mode", "train-lmmd", "--self_training", "-1"], "--self_training"),
+    (["--weight_decay", "-0.1"], "--weight_decay"),
+])
+def test_bad_self_training_and_weight_decay_flags_are_one_line_errors(args, message, capsys):
+    from src.training.validation import validate
+
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exit_info:
+        validate(parse_config(args, parser), parser)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
