@@ -262,3 +262,32 @@ def test_balanced_self_training_recovers_an_affine_class_shift(tmp_path):
             pytest.approx([r / (rounds + 1) for r in range(1, rounds + 1)])
     assert accuracy[0] < 0.8
     assert accuracy[3] > accuracy[0] + 0.1
+
+
+def test_a_logreg_teacher_gives_the_first_pseudo_labels_of_an_svm_run(tmp_path):
+    """--st_teacher logreg --self_training 1 with --model svm: the final svm is the one fitted
+    on the source plus the balanced half of the target that a label-free-C logreg labels."""
+    from src.training.adaptation import train_adapted_fold
+    from src.training.estimators import make_estimator
+    from src.training.self_training import balanced_pseudo_labels, with_pseudo_labelled
+
+    rng = np.random.default_rng(3)
+    source, target = _affine_domain(rng, 0, 0, "s"), _affine_domain(rng, 40, 2.0, "t")
+    everything = np.arange(source.n)
+    cfg = RunConfig(model="svm", da_method="none", self_training=1, st_teacher="logreg",
+                    C=1.0, random_seed=0)
+    result = train_adapted_fold(source, target, 1, everything, everything[:30], cfg, tmp_path)
+    assert result["C_selection"]["selected_C"] in result["C_selection"]["C"]  # the teacher's
+    teacher = make_estimator(RunConfig(model="logreg", select_C="label_free"),
+                             source.class_names)
+    teacher.fit_label_free(source, target, seed=1)  # seed = random_seed + fold
+    index, labels = balanced_pseudo_labels(teacher.predict_proba(target), 0.5)
+    student = make_estimator(cfg, source.class_names)
+    student.fit(with_pseudo_labelled(source, target, index, labels), None, 1)
+    np.testing.assert_allclose(result["target"]["probs"], student.predict_proba(target),
+                               atol=1e-6)
+    own = train_adapted_fold(source, target, 1, everything, everything[:30],
+                             RunConfig(model="svm", da_method="none", self_training=1, C=1.0,
+                                       random_seed=0), tmp_path / "self")
+    assert own["C_selection"] is None  # without a teacher the svm labels round 1 itself
+    assert own["target"]["probs"] != result["target"]["probs"]

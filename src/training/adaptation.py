@@ -199,11 +199,12 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     estimator = make_estimator(cfg, source.class_names)
     train, val, test = fold_subsets(source, train_idx, test_idx, "kfold",
                                     cfg.val_fraction if estimator.uses_validation else 0.0, seed)
-    estimator, history, times, guard, selection = _fit_fold(cfg, train, val, target, seed,
+    first_cfg = teacher_config(cfg)
+    estimator, history, times, guard, selection = _fit_fold(first_cfg, train, val, target, seed,
                                                             fold_dir, fold)
     rounds, seconds = [], float(sum(times))
-    round_cfg = (cfg if selection is None else  # later rounds keep the label-free C
-                 RunConfig.from_dict({**cfg.to_dict(), "C": selection["selected_C"],
+    round_cfg = (cfg if selection is None or first_cfg is not cfg else  # rounds keep the
+                 RunConfig.from_dict({**cfg.to_dict(), "C": selection["selected_C"],  # C
                                       "select_C": "fixed"}))
     for r in range(1, cfg.self_training + 1):
         share = round_share(r, cfg.self_training)
@@ -236,6 +237,16 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     }
     io.write_json(fold_dir / "result.json", result)
     return result
+
+
+def teacher_config(cfg: RunConfig) -> RunConfig:
+    """The configuration of the fold's first fit: the run's own, or with --st_teacher
+    logreg|svm that classifier with the label-free C and no domain term (its predictions give
+    the first round of pseudo-labels)."""
+    if cfg.st_teacher == "self":
+        return cfg
+    return RunConfig.from_dict({**cfg.to_dict(), "model": cfg.st_teacher, "da_method": "none",
+                                "select_C": "label_free"})
 
 
 def _fit_fold(cfg: RunConfig, train: SERData, val: SERData | None, target: SERData, seed: int,

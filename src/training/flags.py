@@ -198,6 +198,11 @@ class RunFlags:
                               "with the share r/(R+1) of the target added as pseudo-labelled "
                               "files, each class its most confident ones (0 = off; no target "
                               "label is read)", identity="when_set", metavar="ROUNDS")
+    st_teacher: str = flag("self", "adaptation", "with --self_training: the model whose "
+                           "predictions give round 1's pseudo-labels: the run's own model "
+                           "(self), or a logreg / svm on the same utterance-level features "
+                           "with --select_C label_free; later rounds fit the run's model",
+                           identity="when_set", choices=("self", "logreg", "svm"))
     kernel_mul: float = flag(2.0, "adaptation", "ratio of the bandwidths of the Gaussian "
                              "kernels")
     kernel_num: int = flag(5, "adaptation", "number of Gaussian kernels")

@@ -45,12 +45,17 @@ SELF_TRAINING_NOTE = ("Then {rounds} round(s) of class-balanced self-training: e
                       "again with a growing share of the target pseudo-labelled by the model "
                       "itself (each class its most confident files; no target label read).")
 
+TEACHER_NOTE = ("Round 1's pseudo-labels came from a {teacher} on the same features (C chosen "
+                "label-free), not from the run's model.")
+
 
 def selection_note(run_config: dict) -> str:
     """How the reported models were chosen, in one or two sentences for every report."""
     note = _base_selection_note(run_config)
     if run_config.get("self_training"):
         note += " " + SELF_TRAINING_NOTE.format(rounds=run_config["self_training"])
+        if run_config.get("st_teacher", "self") != "self":
+            note += " " + TEACHER_NOTE.format(teacher=run_config["st_teacher"])
     return note
 
 
