@@ -139,6 +139,13 @@ for _source, _target in (("RAVDESS", "EMODB"), ("EMODB", "RAVDESS")):
         {"name": f"{_direction}-logreg-labelfree-c-selftrain4",
          "args": _args + ["--model", "logreg", "--da_method", "none", "--select_C",
                           "label_free", "--self_training", "4"]},
+        # ours: the MLP, self-trained from the balanced pseudo-labels of that logreg (teacher),
+        # with and without LMMD under the same code path
+        *({"name": f"{_direction}-mlp-{method}-teacher-selftrain4",
+           "args": _args + _MLP_DA + ["--da_method", method, "--lmmd_weight", "1.0",
+                                      "--self_training", "4", "--st_teacher", "logreg",
+                                      "--epoch", "60", "--patience", "0", "--lr", "1e-3"]}
+          for method in ("none", "lmmd")),
     ]
     # The same rows on ComParE_2016 functionals (6373 dims; see "ComParE functionals across
     # corpora" in docs/RESULTS.md for the standardisation bug that kept them at chance before).

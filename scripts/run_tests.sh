@@ -3,7 +3,9 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 set +e
-"$PY" -m pytest -q "$@" tests
+# Two worker processes (TEST_WORKERS), one test file each at a time: most of a test's time is
+# single-threaded graph tracing, so the two cores of a small CI machine both work.
+"$PY" -m pytest -q -n "${TEST_WORKERS:-2}" --dist loadfile "$@" tests
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
