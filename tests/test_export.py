@@ -292,7 +292,7 @@ _NON_DEFAULT = {"mode": "train-lmmd", "data": "RAVDESS", "feature_type": "FUSION
                 "freq_mask_width": 0.3, "beta1": 0.8, "beta2": 0.9, "confidence": 0.7,
                 "model": "mlp", "mlp_units": "64,32", "frame_pooling": "mean_std",
                 "select_epoch": "label_free", "select_C": "label_free", "mlp_dropout": 0.5,
-                "lr_schedule": "constant",
+                "lr_schedule": "constant", "st_teacher": "logreg",
                 "level_weights": "linear"}
 # Fields that have no command-line flag (set only by code that builds a RunConfig).
 _WITHOUT_FLAG = {"min_lr"}
