@@ -158,23 +158,17 @@ def _first_fold_copy(tmp: Path, run: str = "EMODB/MFCC") -> Path:
 
 
 def _linked_subset(dataset: str, keep, tmp: Path) -> Path:
-    """A folder of links to the audio files of corpus `dataset` whose stem passes `keep`, the
-    corpus's own layout kept."""
+    """A folder of links to the audio files of corpus `dataset` whose `load_corpus` row passes
+    `keep` (e.g. on its file_id or speaker), the corpus's own layout kept."""
+    from src.data_processing.corpora import load_corpus
+
     corpus, subset = SHARED_DATA / dataset, tmp / f"{dataset}-subset"
-    for wav in corpus.rglob("*.wav"):
-        if keep(wav.stem):
-            link = subset / wav.relative_to(corpus)
+    for row in load_corpus(dataset, raw_dir=corpus).itertuples():
+        if keep(row):
+            link = subset / Path(row.path).relative_to(corpus)
             link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(wav)
+            link.symlink_to(row.path)
     return subset
-
-
-def _speaker_subset(dataset: str, speakers: set[str], tmp: Path) -> Path:
-    """`_linked_subset` of the files of `speakers` (EMODB: the stem's first two characters;
-    RAVDESS: its last field)."""
-    def speaker(stem: str) -> str:
-        return stem[:2] if dataset == "EMODB" else stem.split("-")[-1]
-    return _linked_subset(dataset, lambda stem: speaker(stem) in speakers, tmp)
 
 
 def _extract_like(run: str, tmp: Path, dataset: str = "", raw_dir: Path | None = None) -> Path:
@@ -209,7 +203,7 @@ def test_shipped_fold_reproduces_its_figures(run, tmp_path):
     assert not json.loads((fold1 / "config.json").read_text())["run"]["speaker_norm"]
     test_files = set(json.loads((fold1 / "fold_01" / "split.json").read_text())["test"])
     features = _extract_like(run, tmp_path, raw_dir=_linked_subset(  # fold 1's test files only
-        run.split("/")[0], test_files.__contains__, tmp_path))
+        run.split("/")[0], lambda row: row.file_id in test_files, tmp_path))
     assert cli({"features": features}, tmp_path, "--mode", "test", "--data", run.split("/")[0],
                "--test_path", str(fold1)) == 0
     stored = json.loads((fold1 / "fold_01" / "result.json").read_text())["metrics"]
@@ -256,8 +250,9 @@ def test_shipped_adapted_model_reproduces_its_target_figures(run, tmp_path):
         pytest.skip(f"{target} not found at {SHARED_DATA}")
     saved = json.loads((SHIPPED / run / "config.json").read_text())
     per_speaker = saved["run"]["speaker_norm"]
-    raw = _speaker_subset(target, {"03", "08"} if target == "EMODB" else {"01", "02"},
-                          tmp_path) if per_speaker else None
+    speakers = {"03", "08"} if target == "EMODB" else {"01", "02"}
+    raw = _linked_subset(target, lambda row: row.speaker in speakers,
+                         tmp_path) if per_speaker else None
     features = _extract_like(run, tmp_path, target, raw)
     fold1 = _first_fold_copy(tmp_path, run)
     assert cli({"features": features}, tmp_path, "--mode", "test-cross-corpus", "--data",

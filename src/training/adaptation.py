@@ -203,8 +203,9 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     estimator, history, times, guard, selection = _fit_fold(first_cfg, train, val, target, seed,
                                                             fold_dir, fold)
     rounds, seconds = [], float(sum(times))
-    round_cfg = (cfg if selection is None or first_cfg is not cfg else  # rounds keep the
-                 RunConfig.from_dict({**cfg.to_dict(), "C": selection["selected_C"],  # C
+    own_selection = selection if first_cfg is cfg else None  # not a teacher's C
+    round_cfg = (cfg if own_selection is None else  # later rounds keep the label-free C
+                 RunConfig.from_dict({**cfg.to_dict(), "C": own_selection["selected_C"],
                                       "select_C": "fixed"}))
     for r in range(1, cfg.self_training + 1):
         share = round_share(r, cfg.self_training)
