@@ -161,9 +161,21 @@ for _source, _target in (("RAVDESS", "EMODB"), ("EMODB", "RAVDESS")):
     ]
     _six = [a if a != _FIVE_CLASSES else _SIX_CLASSES for a in _args]
     ACCURACY_RUNS += [
-        {"name": f"{_direction}-six-mlp-{method}",
-         "args": _six + _MLP_DA + ["--da_method", method, "--lmmd_weight", "1.0"]}
-        for method in ("none", "lmmd")]
+        *({"name": f"{_direction}-six-mlp-{method}",
+           "args": _six + _MLP_DA + ["--da_method", method, "--lmmd_weight", "1.0"]}
+          for method in ("none", "lmmd")),
+        *({"name": f"{_direction}-six-mlp-{method}-teacher-selftrain4",
+           "args": _six + _MLP_DA + ["--da_method", method, "--lmmd_weight", "1.0",
+                                     "--self_training", "4", "--st_teacher", "logreg",
+                                     "--epoch", "60", "--patience", "0", "--lr", "1e-3"]}
+          for method in ("none", "lmmd"))]
+    # The cost of adaptation: the same MLP trained on the same source training files (same
+    # classes, folds and normalisation) without a target, for the s/epoch ratio of the
+    # cross-corpus table (same_corpus_reference).
+    ACCURACY_RUNS.append(
+        {"name": f"{_source.lower()}-egemaps-mlp-five-kfold-reference",
+         "args": _UTT + ["--data", _source, "--feature_type", "eGeMAPS", "--label_set",
+                         _FIVE_CLASSES, "--split_fold", "10", "--max_folds", "3"] + _MLP_DA})
 
 
 # Late fusion of finished runs of this list (src.experiments.late_fusion): "fuses" names them;
@@ -396,6 +408,7 @@ def run_info(run: dict) -> dict:
     label = run.get("feature", label)
     return {"data": data, "target_data": target, "cross": target is not None,
             "feature_type": feature, "feature": label, "protocol": protocol, "model": model,
+            "label_set": ",".join(label_set),
             "baseline": run.get("group") == "baseline",
             "da_method": _flag(args, "--da_method", defaults.da_method) if target else None,
             "folds_total": total}
@@ -458,6 +471,30 @@ def collect_accuracy(results_root: Path = RESULTS_ROOT,
     return rows, "\n".join(lines) + "\n"
 
 
+def same_corpus_reference(row: dict, rows: list[dict]) -> dict | None:
+    """The finished same-corpus row that trains what cross-corpus `row` trains without a target:
+    same source corpus, feature type, model and label set (so the same training files per
+    epoch), with a seconds_per_epoch; None when the benchmark has none."""
+    for other in rows:
+        if (not other["cross"] and other.get("seconds_per_epoch")
+                and all(other[k] == row[k] for k in ("data", "feature_type", "model",
+                                                     "label_set"))):
+            return other
+    return None
+
+
+def _epoch_cost(row: dict, rows: list[dict]) -> tuple[str, str]:
+    """(s/epoch, `ratio x` against its same-corpus reference) cells of a cross-corpus row."""
+    seconds = row.get("seconds_per_epoch")
+    if not seconds:
+        return "-", "-"
+    reference = same_corpus_reference(row, rows)
+    if reference is None:
+        return f"{seconds:.2f}", "-"
+    return (f"{seconds:.2f}", f"{seconds / reference['seconds_per_epoch']:.2f}x "
+                              f"({reference['name']})")
+
+
 def _folds(row: dict) -> str:
     return f"{row.get('folds_done') or 0} / {row.get('folds_total') or '?'}"
 
@@ -507,15 +544,22 @@ def render_readme_block(rows: list[dict], machine: dict) -> str:
                          f"{_readme_pct(r, 'uar')} | {_readme_pct(r, 'macro_f1')} | {pooled} | "
                          f"{(r.get('finished') or '-')[:10]} |")
     if cross:
-        lines += ["", "| run | direction | feature | model | method | folds | target UAR | "
-                      "target WAR | target macro-F1 | source UAR | finished |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "s/epoch: median over folds of each fold's median epoch (with "
+                      "--self_training: of its last round, whose training set holds the "
+                      "pseudo-labelled target files too); x same corpus: against the same "
+                      "model trained on the same source files without a target, in the same "
+                      "benchmark (the row named).",
+                  "", "| run | direction | feature | model | method | folds | target UAR | "
+                      "target WAR | target macro-F1 | source UAR | s/epoch | x same corpus | "
+                      "finished |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in cross:
             model = r["model"] + (" (baseline)" if r.get("baseline") else "")
             lines.append(f"| {r['name']} | {r['data']} -> {r['target_data']} | {r['feature']} | "
                          f"{model} | {r['da_method']} | {_folds(r)} | {_readme_pct(r, 'uar')} | "
                          f"{_readme_pct(r, 'war')} | {_readme_pct(r, 'macro_f1')} | "
                          f"{_readme_pct(r.get('source') or {}, 'uar')} | "
+                         f"{' | '.join(_epoch_cost(r, same))} | "
                          f"{(r.get('finished') or '-')[:10]} |")
     lines += ["", "Commands, from the repository root (feature extraction first; a training "
                   "command run again resumes at its first unfinished fold):", "```bash"]

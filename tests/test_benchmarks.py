@@ -331,7 +331,7 @@ def test_accuracy_dry_run_rewrites_only_the_readme_table(tmp_path, monkeypatch, 
     assert _table_cells(block, cross["name"]) == [
         cross["name"], "EMODB -> RAVDESS", "MFCC, trimmed, --speaker_norm, 5 classes", "tcn",
         "lmmd", f"{m['n_folds']} / 3", _pct(m, "uar"), _pct(m, "war"), _pct(m, "macro_f1"),
-        _pct(m["source"], "uar"), m["finished"][:10]]
+        _pct(m["source"], "uar"), "4.06", "-", m["finished"][:10]]  # no 5-class MFCC reference
     assert _table_cells(block, partial["name"])[5:7] == ["3 / 10", "-"]
     loso = _table_cells(block, "emodb-mfcc-loso")
     assert loso[4:6] == ["loso", "0 / 10"]                          # 10 EMODB speakers
@@ -504,3 +504,20 @@ def test_a_python_without_nkululeko_is_skipped_too(tmp_path):
     versions, skip = bench_nkululeko.peer_version(Path(sys.executable))
     assert versions == {} and skip.startswith("nkululeko peer skipped")
     assert "cannot import nkululeko" in skip and "pip install" in skip
+
+
+def test_cross_corpus_epochs_are_timed_against_the_same_model_on_the_same_source_files():
+    names = ("emodb-to-ravdess-egemaps-mlp-lmmd", "emodb-egemaps-mlp-five-kfold-reference",
+             "emodb-compare-mlp-loso", "ravdess-to-emodb-egemaps-mlp-lmmd")
+    rows = {name: {"name": name, **run.run_info(next(e for e in run.ACCURACY_RUNS
+                                                     if e["name"] == name))}
+            for name in names}
+    cross, reference, other_feature, other_source = rows.values()
+    reference["seconds_per_epoch"], other_feature["seconds_per_epoch"] = 0.4, 0.1
+    cross["seconds_per_epoch"] = 0.5
+    same = [other_feature, reference]
+    assert run.same_corpus_reference(cross, same) is reference
+    assert run._epoch_cost(cross, same) == ("0.50", f"1.25x ({reference['name']})")
+    assert run.same_corpus_reference(other_source, same) is None  # RAVDESS has its own row
+    reference["seconds_per_epoch"] = None                            # not finished yet
+    assert run._epoch_cost(cross, same) == ("0.50", "-")
