@@ -24,7 +24,7 @@ import math
 
 import tensorflow as tf
 
-PSEUDO_LABEL_MODES = ("soft", "hard")
+PSEUDO_LABEL_MODES = ("soft", "hard", "balanced")
 _EPS = 1e-12
 
 __all__ = ["pairwise_sq_dists", "gaussian_kernel", "class_weights", "lmmd_loss", "mmd_loss",
@@ -84,7 +84,9 @@ def class_weights(source_onehot, target_probs, pseudo_label="soft", confidence=0
         source_onehot: (ns, C) one-hot source labels.
         target_probs: (nt, C) predicted target class probabilities.
         pseudo_label: "soft" uses the probabilities; "hard" uses one-hot argmax, dropping
-            samples whose max probability is below `confidence`.
+            samples whose max probability is below `confidence`; "balanced" takes
+            `target_probs` as given weights (the one-hot class-balanced pseudo-labels of a
+            self-training round, zero rows for target files without one).
         confidence: threshold for "hard" pseudo-labels (ignored for "soft").
     Returns:
         ws (ns, ns), wt (nt, nt), wst (ns, nt) float weights (no gradient) and n_valid, the
