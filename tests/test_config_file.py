@@ -250,8 +250,6 @@ def test_flat_and_nested_files_give_the_same_config(tmp_path):
     (["--weight_decay", "-0.1"], "--weight_decay"),
     (["--mode", "train-lmmd", "--st_teacher", "logreg"], "--st_teacher needs --self_training"),
     (["--mode", "train-lmmd", "--self_training", "1", "--st_teacher", "mlp"], "--st_teacher"),
-    (["--mode", "train-lmmd", "--pseudo_label", "balanced"],
-     "--pseudo_label balanced needs --self_training"),
 ])
 def test_bad_self_training_and_weight_decay_flags_are_one_line_errors(args, message, capsys):
     from src.training.validation import validate

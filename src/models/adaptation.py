@@ -7,8 +7,7 @@ Each training step takes a labelled source batch (xs, ys) and an unlabelled targ
     loss = CE(ys, p_s)                                                   (none)
          + target_entropy * lambda(step) * mean_i H(p_t,i)               (optional, any method)
 
-e = the classifier's layer "embedding", p = its softmax output (LMMD's target class weights,
-unless the target batch is (xt, qt): then qt, e.g. one-hot pseudo-labels and zero rows); lambda(step) = 0 during the
+e = the classifier's layer "embedding", p = its softmax output; lambda(step) = 0 during the
 warm-up steps, then 2 / (1 + exp(-10 p)) - 1 over the remaining steps' progress p (DANN/DSAN).
 D is `DOMAIN_LOSSES[method]`. Target labels never enter: the target input is features only.
 The entropy term (Grandvalet & Bengio 2005; used with DSAN-style alignment in many SER
@@ -60,9 +59,7 @@ class DomainAdaptationTrainer(keras.Model):
     Args: method (lmmd | mmd | dann | none), weight of the domain term, total_steps and
     warmup_steps of the lambda schedule, label_smoothing of the source cross-entropy, the
     kernel settings and pseudo-label mode of LMMD/MMD, target_entropy (weight of the target
-    entropy term, 0 = off). `fit` takes ((x_source, y_source), x_target) batches, or
-    ((x_source, y_source), (x_target, q_target)) with q_target (B, C) the target class weights
-    LMMD uses instead of the predictions (pseudo_label "balanced"); validation
+    entropy term, 0 = off). `fit` takes ((x_source, y_source), x_target) batches; validation
     batches are (x, y) of the source. Only `classifier` is saved (the trainer is a fitting aid).
     """
 
@@ -105,8 +102,7 @@ class DomainAdaptationTrainer(keras.Model):
         return adaptation_lambda(progress)
 
     def train_step(self, data):
-        (xs, ys), target = data
-        xt, qt = target if isinstance(target, (tuple, list)) else (target, None)
+        (xs, ys), xt = data
         lam = self.ramp()
         domain_loss = DOMAIN_LOSSES[self.method]
         with tf.GradientTape() as tape:
@@ -117,7 +113,7 @@ class DomainAdaptationTrainer(keras.Model):
                 et, pt = self.embedder(xt, training=True)
                 entropy = mean_entropy(pt)
                 if domain_loss is not None:
-                    da_loss = domain_loss(self, es, et, ys, pt if qt is None else qt, lam)
+                    da_loss = domain_loss(self, es, et, ys, pt, lam)
             # DANN already scales its gradient by lambda in the reversal layer
             scale = self.weight if self.method == "dann" else lam * self.weight
             loss = cls_loss + scale * da_loss + self.target_entropy * lam * entropy

@@ -24,7 +24,7 @@ import math
 
 import tensorflow as tf
 
-PSEUDO_LABEL_MODES = ("soft", "hard", "balanced")
+PSEUDO_LABEL_MODES = ("soft", "hard")
 _EPS = 1e-12
 
 __all__ = ["pairwise_sq_dists", "gaussian_kernel", "class_weights", "lmmd_loss", "mmd_loss",
@@ -84,9 +84,7 @@ def class_weights(source_onehot, target_probs, pseudo_label="soft", confidence=0
         source_onehot: (ns, C) one-hot source labels.
         target_probs: (nt, C) predicted target class probabilities.
         pseudo_label: "soft" uses the probabilities; "hard" uses one-hot argmax, dropping
-            samples whose max probability is below `confidence`; "balanced" takes
-            `target_probs` as given weights (the one-hot class-balanced pseudo-labels of a
-            self-training round, zero rows for target files without one).
+            samples whose max probability is below `confidence`.
         confidence: threshold for "hard" pseudo-labels (ignored for "soft").
     Returns:
         ws (ns, ns), wt (nt, nt), wst (ns, nt) float weights (no gradient) and n_valid, the

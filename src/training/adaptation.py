@@ -34,8 +34,7 @@ from src.training.evaluate import load_data_for_models, load_saved_run
 from src.training.experiment import (ExperimentError, fold_subsets, make_folds, numbered_folds,
                                      prepare_run_dir, run_folds, save_fold_model)
 from src.training.fitting import NonFiniteLoss, compile_model, predict_probs, seed_everything
-from src.training.self_training import (balanced_pseudo_labels, pseudo_labelled_view,
-                                        round_share, with_pseudo_labelled)
+from src.training.self_training import balanced_pseudo_labels, round_share, with_pseudo_labelled
 from src.utils import io
 from src.utils.metrics import compute_metrics
 from src.utils.plots import plot_tsne
@@ -151,13 +150,10 @@ def build_adaptation_trainer(classifier, cfg: RunConfig, total_steps: int,
 
 
 def fit_adapted(classifier, train: SERData, val: SERData | None, target: SERData,
-                cfg: RunConfig, seed: int, fold_dir: Path | None,
-                pseudo: tuple[np.ndarray, np.ndarray] | None = None):
+                cfg: RunConfig, seed: int, fold_dir: Path | None):
     """Train Keras `classifier` on `train` with the domain term towards `target` (whose labels
     are dropped before batching); returns (history, epoch seconds, the collapse guard or the
-    label-free epoch selector, or None). With --pseudo_label balanced, `pseudo` = (target
-    indices, class indices) of the round's pseudo-labels: the target batches carry them as
-    LMMD's class weights (one-hot; zero rows for the other files)."""
+    label-free epoch selector, or None)."""
     import keras  # heavy: keras
     import tensorflow as tf  # heavy: tensorflow
 
@@ -168,14 +164,8 @@ def fit_adapted(classifier, train: SERData, val: SERData | None, target: SERData
     n_classes = len(train.class_names)
     source_ds = make_dataset(train, cfg.batch_size, seed, n_classes, training=True,
                              balanced=cfg.balanced_batches, mixup=cfg.mixup)
-    if cfg.pseudo_label == "balanced" and pseudo is not None:
-        target_ds = make_dataset(pseudo_labelled_view(target, *pseudo), cfg.batch_size,
-                                 seed + 10_000, n_classes, training=True)
-        target_inputs = target_ds.repeat()  # (x, one-hot pseudo-label or zeros)
-    else:
-        target_ds = make_dataset(target, cfg.batch_size, seed + 10_000, n_classes,
-                                 training=True)
-        target_inputs = target_ds.map(lambda x, y: x).repeat()  # labels dropped, never read
+    target_ds = make_dataset(target, cfg.batch_size, seed + 10_000, n_classes, training=True)
+    target_inputs = target_ds.map(lambda x, y: x).repeat()  # labels dropped here, never read
     train_ds = tf.data.Dataset.zip((source_ds, target_inputs))
     val_ds = make_dataset(val, cfg.batch_size, None, n_classes, training=False) if val else None
     timer = epoch_timer()
@@ -223,7 +213,7 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
         seed_everything(seed, deterministic=not cfg.jit)
         estimator, history, times, guard, _ = _fit_fold(
             round_cfg, with_pseudo_labelled(train, target, index, labels), val, target, seed,
-            fold_dir, fold, pseudo=(index, labels))
+            fold_dir, fold)
         seconds += float(sum(times))
         rounds.append({"round": r, "share": share, "pseudo_labelled": int(len(index))})
         log.info("fold %d: self-training round %d, %d pseudo-labelled target files", fold, r,
@@ -261,17 +251,15 @@ def teacher_config(cfg: RunConfig) -> RunConfig:
 
 
 def _fit_fold(cfg: RunConfig, train: SERData, val: SERData | None, target: SERData, seed: int,
-              fold_dir: Path, fold: int, pseudo=None):
+              fold_dir: Path, fold: int):
     """One fit of a fresh estimator on `train`, adapted to `target` where the model has an
-    embedding (`pseudo`: the round's target pseudo-labels, see fit_adapted); returns
-    (estimator, history, epoch seconds, guard or None, the --select_C label_free record or
-    None)."""
+    embedding; returns (estimator, history, epoch seconds, guard or None, the --select_C
+    label_free record or None)."""
     estimator = make_estimator(cfg, train.class_names)
     selection = None  # --select_C label_free: the C grid, its scores and the chosen C
     if isinstance(estimator, KerasEstimator):
         classifier = estimator.build(train, normalise=not cfg.domain_norm)
-        history, times, guard = fit_adapted(classifier, train, val, target, cfg, seed, fold_dir,
-                                            pseudo)
+        history, times, guard = fit_adapted(classifier, train, val, target, cfg, seed, fold_dir)
     elif cfg.select_C == "label_free":
         selection = estimator.fit_label_free(train, target, seed)
         (history, times), guard = ({}, []), None

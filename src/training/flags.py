@@ -207,11 +207,8 @@ class RunFlags:
                              "kernels")
     kernel_num: int = flag(5, "adaptation", "number of Gaussian kernels")
     fix_sigma: float = flag(0.0, "adaptation", "fixed kernel bandwidth (0 = from the data)")
-    pseudo_label: str = flag("soft", "adaptation", "target class weights of LMMD: soft "
-                             "predictions, hard (confident argmax), or balanced (with "
-                             "--self_training: the round's class-balanced pseudo-labels, other "
-                             "target files left out of LMMD)",
-                             choices=("soft", "hard", "balanced"))
+    pseudo_label: str = flag("soft", "adaptation", "target class weights of LMMD",
+                             choices=("soft", "hard"))
     confidence: float = flag(0.0, "adaptation", "hard pseudo-labels: ignore target "
                              "predictions less confident than this")
     domain_norm: bool = flag(False, "adaptation", "standardise each corpus with its own "

@@ -65,14 +65,6 @@ def with_pseudo_labelled(train: SERData, target: SERData, index: np.ndarray,
                                metadata=metadata)
 
 
-def pseudo_labelled_view(target: SERData, index: np.ndarray, labels: np.ndarray) -> SERData:
-    """`target` with its labels replaced: `labels` at `index`, -1 (a zero one-hot row)
-    elsewhere; the true labels are not carried over."""
-    given = np.full(target.n, -1, dtype=target.labels.dtype)
-    given[np.asarray(index, dtype=int)] = labels
-    return dataclasses.replace(target, labels=given)
-
-
 def _pad_time(array: np.ndarray, frames: int) -> np.ndarray:
     """(N, T, D) zero padded to (N, frames, D)."""
     if array.shape[1] == frames:

@@ -79,9 +79,6 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
         (cfg.st_teacher != "self" and not cfg.self_training,
          "--st_teacher needs --self_training ROUNDS >= 1 (the teacher gives round 1's "
          "pseudo-labels)"),
-        (cfg.pseudo_label == "balanced" and not cfg.self_training,
-         "--pseudo_label balanced needs --self_training ROUNDS >= 1 (its LMMD weights are the "
-         "rounds' class-balanced pseudo-labels)"),
         (min(cfg.time_masks, cfg.freq_masks) < 0, "--time_masks and --freq_masks must be >= 0"),
         (not (0 <= cfg.time_mask_width < 1 and 0 <= cfg.freq_mask_width < 1),
          "--time_mask_width and --freq_mask_width must be in [0, 1)"),
