@@ -119,6 +119,9 @@ ACCURACY_RUNS += [
 # smoothing, whose softened target predictions blur LMMD's class weights: docs/RESULTS.md).
 _MLP_DA = ["--model", "mlp", "--label_smoothing", "0"]
 _SIX_CLASSES = "angry,disgust,fear,happy,neutral,sad"
+# The session-13 recipe: the MLP self-trained 4 rounds, round 1 labelled by a label-free-C logreg.
+_TEACHER_SELFTRAIN = ["--lmmd_weight", "1.0", "--self_training", "4", "--st_teacher", "logreg",
+                      "--epoch", "60", "--patience", "0", "--lr", "1e-3"]
 _CROSS_UTT = ["--mode", "train-lmmd", "--feature_type", "eGeMAPS", "--label_set", _FIVE_CLASSES,
               "--split_fold", "10", "--max_folds", "3", "--speaker_norm"]
 for _source, _target in (("RAVDESS", "EMODB"), ("EMODB", "RAVDESS")):
@@ -142,9 +145,7 @@ for _source, _target in (("RAVDESS", "EMODB"), ("EMODB", "RAVDESS")):
         # ours: the MLP, self-trained from the balanced pseudo-labels of that logreg (teacher),
         # with and without LMMD under the same code path
         *({"name": f"{_direction}-mlp-{method}-teacher-selftrain4",
-           "args": _args + _MLP_DA + ["--da_method", method, "--lmmd_weight", "1.0",
-                                      "--self_training", "4", "--st_teacher", "logreg",
-                                      "--epoch", "60", "--patience", "0", "--lr", "1e-3"]}
+           "args": _args + _MLP_DA + ["--da_method", method] + _TEACHER_SELFTRAIN}
           for method in ("none", "lmmd")),
     ]
     # The same rows on ComParE_2016 functionals (6373 dims; see "ComParE functionals across
@@ -165,9 +166,7 @@ for _source, _target in (("RAVDESS", "EMODB"), ("EMODB", "RAVDESS")):
            "args": _six + _MLP_DA + ["--da_method", method, "--lmmd_weight", "1.0"]}
           for method in ("none", "lmmd")),
         *({"name": f"{_direction}-six-mlp-{method}-teacher-selftrain4",
-           "args": _six + _MLP_DA + ["--da_method", method, "--lmmd_weight", "1.0",
-                                     "--self_training", "4", "--st_teacher", "logreg",
-                                     "--epoch", "60", "--patience", "0", "--lr", "1e-3"]}
+           "args": _six + _MLP_DA + ["--da_method", method] + _TEACHER_SELFTRAIN}
           for method in ("none", "lmmd"))]
     # The cost of adaptation: the same MLP trained on the same source training files (same
     # classes, folds and normalisation) without a target, for the s/epoch ratio of the
