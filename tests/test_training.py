@@ -428,3 +428,42 @@ def test_timnet_head_puts_the_softmax_on_the_pooled_features(synthetic_features,
     dense = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     assert dense == ["probabilities"]
     assert model.get_layer("embedding").output.shape[-1] == config["model"]["filter_size"]
+
+
+def _kernels(fold_dir):
+    import keras
+
+    import src.models.model  # noqa: F401  registers the custom layers
+
+    model = keras.models.load_model(fold_dir / "model.keras")
+    return {w.path: w.numpy() for w in model.weights if w.path.endswith("kernel")}
+
+
+def test_init_from_continues_each_fold_from_the_same_folds_weights(synthetic_features, tmp_path,
+                                                                  capsys):
+    models = tmp_path / "models" / "EMODB" / "MFCC"
+    first = ["--mode", "train", "--split_fold", "3", "--max_folds", "2", *TINY]
+    assert cli(synthetic_features, tmp_path, *first, "--epoch", "3", "--run_id", "a") == 0
+    # --lr tiny: one more epoch leaves the kernels where run a left them, fold by fold
+    again = [*first, "--epoch", "1", "--lr", "1e-12"]
+    assert cli(synthetic_features, tmp_path, *again, "--run_id", "b",
+               "--init_from", str(models / "a")) == 0
+    assert cli(synthetic_features, tmp_path, *again, "--run_id", "fresh") == 0
+    for fold in ("fold_01", "fold_02"):
+        start, continued = _kernels(models / "a" / fold), _kernels(models / "b" / fold)
+        fresh = _kernels(models / "fresh" / fold)
+        assert start.keys() == continued.keys()
+        for name in start:
+            np.testing.assert_allclose(continued[name], start[name], atol=1e-6)
+        assert any(not np.allclose(fresh[name], start[name], atol=1e-3) for name in start)
+    assert json.loads((models / "b" / "config.json").read_text())["run"]["init_from"] == str(
+        models / "a")
+    capsys.readouterr()
+    # another fold rule: the source fold models saw this run's test files
+    assert cli(synthetic_features, tmp_path, *again, "--run_id", "c", "--fold_seed", "7",
+               "--init_from", str(models / "a")) == 2
+    err = capsys.readouterr().err
+    assert "--init_from" in err and "fold_01 was tested on other files" in err
+    assert cli(synthetic_features, tmp_path, *again, "--run_id", "d",
+               "--init_from", str(tmp_path / "nothing")) == 2
+    assert "no model.keras and split.json in fold_01" in capsys.readouterr().err

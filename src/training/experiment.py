@@ -14,6 +14,7 @@ import logging
 import resource
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,37 @@ def save_fold_model(fold_dir: Path, estimator, train: SERData, val: SERData | No
                                             "test": list(test.file_ids)})
 
 
+def load_fold_weights(estimator, run_dir: Path, fold: int, train: SERData,
+                      test: SERData) -> None:
+    """`--init_from RUN_DIR`: set the built model's weights to those of RUN_DIR/fold_NN, after
+    checking that that model was trained on this fold's training files and never saw its test
+    files (its split.json). ExperimentError naming the folder otherwise."""
+    fold_dir = run_dir / f"fold_{fold:02d}"
+    if not isinstance(estimator, KerasEstimator):
+        raise ExperimentError("--init_from continues a Keras model (--model tcn or mlp); "
+                              "svm / logreg have no weights to start from")
+    if not (fold_dir / "model.keras").is_file() or not (fold_dir / "split.json").is_file():
+        raise ExperimentError(f"--init_from {run_dir}: no model.keras and split.json in "
+                              f"{fold_dir.name} (a finished run's folder, e.g. "
+                              f"saved_models/<DATA>/<FEATURE>/<run-id>)")
+    split = json.loads((fold_dir / "split.json").read_text())
+    if set(split["test"]) != set(test.file_ids):
+        raise ExperimentError(f"--init_from {run_dir}: {fold_dir.name} was tested on other "
+                              f"files; use a run of the same corpus, protocol and folds")
+    if not set(split["train"]) <= set(train.file_ids):
+        raise ExperimentError(f"--init_from {run_dir}: {fold_dir.name} was trained on files "
+                              f"this fold holds out for validation; use the same --val_policy "
+                              f"and --val_fraction")
+    try:
+        with warnings.catch_warnings():  # the optimizer starts afresh: its state is not loaded
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            estimator.model.load_weights(fold_dir / "model.keras")
+    except ValueError as err:
+        raise ExperimentError(f"--init_from {fold_dir / 'model.keras'}: its model differs from "
+                              f"this run's ({str(err).splitlines()[0]})") from err
+    log.info("fold %d: weights from %s", fold, fold_dir / "model.keras")
+
+
 def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
                fold_dir: Path | None) -> dict:
     """Train and evaluate one fold; writes the model, split.json and result.json to
@@ -146,6 +178,8 @@ def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
         with distribution_scope(cfg):
             estimator.build(train)
             compile_model(estimator.model, cfg, int(np.ceil(train.n / cfg.batch_size)))
+    if cfg.init_from:
+        load_fold_weights(estimator, Path(cfg.init_from), fold, train, test)
     start = time.perf_counter()
     history, epoch_times = estimator.fit(train, val, seed, fold_dir)
     seconds = time.perf_counter() - start

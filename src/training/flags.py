@@ -115,6 +115,11 @@ class RunFlags:
     label_smoothing: float = flag(0.1, "optimisation", "of the (source) cross-entropy (0 for "
                                   "the MLP with LMMD: smoothed, less confident target "
                                   "predictions blur the class-conditional weights).")
+    init_from: str = flag("", "optimisation", "continue training from a finished run's fold "
+                          "models (a saved_models/... or test_models/... run folder): each fold "
+                          "starts from the weights of the same fold there, whose split must be "
+                          "this fold's; --epoch more epochs follow (the optimizer starts afresh)",
+                          identity="when_set", metavar="RUN_DIR")
     patience: int = flag(10, "optimisation", "early-stopping patience in epochs (0 = off, the "
                          "last epoch is kept).")
     monitor: str = flag("val_loss", "optimisation", "quantity early stopping watches",
