@@ -262,6 +262,8 @@ def test_fusion_model_trains(synthetic_features, tmp_path):
     (["--mixup", "-0.2"], "--mixup"),
     (["--folds", "0"], "--folds"),
     (["--folds", "2,x"], "--folds"),
+    (["--weight_ema", "1"], "--weight_ema"),
+    (["--weight_ema", "0.99"], "--patience 0"),
 ])
 def test_bad_flags_exit_with_a_clear_line(args, message, capsys):
     with pytest.raises(SystemExit) as info:
@@ -467,3 +469,31 @@ def test_init_from_continues_each_fold_from_the_same_folds_weights(synthetic_fea
     assert cli(synthetic_features, tmp_path, *again, "--run_id", "d",
                "--init_from", str(tmp_path / "nothing")) == 2
     assert "no model.keras and split.json in fold_01" in capsys.readouterr().err
+
+
+def test_weight_ema_ends_training_on_the_moving_average_of_the_steps_weights():
+    import keras
+
+    from src.training.config import RunConfig
+    from src.training.fitting import make_optimizer
+
+    cfg = RunConfig(weight_ema=0.9, lr=0.05, clipnorm=0.0, lr_schedule="constant", patience=0)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((40, 3)).astype("float32"), rng.standard_normal((40, 1))
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=make_optimizer(cfg, 5), loss="mse")
+    seen = []  # the raw weights after every step
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append([w.numpy().copy() for w in model.trainable_weights])
+
+    model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0, callbacks=[Record()])
+    assert len(seen) == 15
+    average = seen[0]
+    for step in seen[1:]:
+        average = [0.9 * a + 0.1 * w for a, w in zip(average, step)]
+    for final, expected, last in zip(model.trainable_weights, average, seen[-1]):
+        np.testing.assert_allclose(final.numpy(), expected, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(final.numpy(), last, atol=1e-4)  # not the last step's weights

@@ -46,13 +46,18 @@ def learning_rate(cfg: RunConfig, steps_per_epoch: int):
 
 def make_optimizer(cfg: RunConfig, steps_per_epoch: int):
     """Adam(lr schedule, beta1, beta2), gradients clipped to --clipnorm (0 = not clipped),
-    decoupled --weight_decay (0 = none: plain Adam)."""
+    decoupled --weight_decay (0 = none: plain Adam); with --weight_ema DECAY it keeps
+    avg = DECAY * avg + (1 - DECAY) * w after every step (avg = w after the first), and Keras's
+    `fit` ends by writing avg into the trainable weights (BatchNorm statistics stay those of the
+    last steps)."""
     import keras  # heavy: keras
 
     return keras.optimizers.Adam(learning_rate=learning_rate(cfg, steps_per_epoch),
                                  beta_1=cfg.beta1, beta_2=cfg.beta2,
                                  clipnorm=cfg.clipnorm or None,
-                                 weight_decay=cfg.weight_decay or None)
+                                 weight_decay=cfg.weight_decay or None,
+                                 use_ema=cfg.weight_ema > 0,
+                                 ema_momentum=cfg.weight_ema or 0.99)
 
 
 def compile_model(model, cfg: RunConfig, steps_per_epoch: int):

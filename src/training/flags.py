@@ -115,6 +115,11 @@ class RunFlags:
     label_smoothing: float = flag(0.1, "optimisation", "of the (source) cross-entropy (0 for "
                                   "the MLP with LMMD: smoothed, less confident target "
                                   "predictions blur the class-conditional weights).")
+    weight_ema: float = flag(0.0, "optimisation", "end training on an exponential moving "
+                             "average of the weights (decay per step, e.g. 0.99: about the "
+                             "last 100 steps) instead of the last step's weights; 0 = off. "
+                             "Needs --patience 0 (the fixed-schedule, last-epoch protocol)",
+                             identity="when_set", metavar="DECAY")
     init_from: str = flag("", "optimisation", "continue training from a finished run's fold "
                           "models (a saved_models/... or test_models/... run folder): each fold "
                           "starts from the weights of the same fold there, whose split must be "

@@ -70,6 +70,10 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
          "--val_fraction 0 leaves no validation set for early stopping: add --patience 0"),
         (not 0 <= cfg.da_warmup < cfg.epoch, "--da_warmup must be in [0, --epoch)"),
         (cfg.mixup < 0, "--mixup must be >= 0 (0 = off)"),
+        (not 0 <= cfg.weight_ema < 1, "--weight_ema must be in [0, 1) (0 = off)"),
+        (cfg.weight_ema > 0 and cfg.patience > 0,
+         "--weight_ema needs --patience 0: early stopping would restore raw weights over the "
+         "average"),
         (cfg.select_C == "label_free" and (cfg.mode != "train-lmmd"
                                            or cfg.model not in ("svm", "logreg")),
          "--select_C label_free needs --mode train-lmmd and --model svm or logreg (it picks C "
