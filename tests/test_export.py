@@ -193,7 +193,7 @@ def _extract_like(run: str, tmp: Path, dataset: str = "", raw_dir: Path | None =
     return root
 
 
-@pytest.mark.parametrize("run", ["EMODB/MFCC", "RAVDESS/MFCC"])
+@pytest.mark.parametrize("run", ["EMODB/MFCC", "RAVDESS/MFCC", "RAVDESS/MFCC-e200"])
 def test_shipped_fold_reproduces_its_figures(run, tmp_path):
     if not (SHIPPED / run / "config.json").exists():
         pytest.skip(f"test_models/{run} not shipped yet")
