@@ -264,6 +264,7 @@ def test_fusion_model_trains(synthetic_features, tmp_path):
     (["--folds", "2,x"], "--folds"),
     (["--weight_ema", "1"], "--weight_ema"),
     (["--weight_ema", "0.99"], "--patience 0"),
+    (["--mode", "train-lmmd", "--init_from", "x"], "--init_from needs --mode train"),
 ])
 def test_bad_flags_exit_with_a_clear_line(args, message, capsys):
     with pytest.raises(SystemExit) as info:

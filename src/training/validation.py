@@ -71,6 +71,8 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
         (not 0 <= cfg.da_warmup < cfg.epoch, "--da_warmup must be in [0, --epoch)"),
         (cfg.mixup < 0, "--mixup must be >= 0 (0 = off)"),
         (not 0 <= cfg.weight_ema < 1, "--weight_ema must be in [0, 1) (0 = off)"),
+        (bool(cfg.init_from) and cfg.mode != "train",
+         "--init_from needs --mode train (it continues a same-corpus run's fold models)"),
         (cfg.weight_ema > 0 and cfg.patience > 0,
          "--weight_ema needs --patience 0: early stopping would restore raw weights over the "
          "average"),
