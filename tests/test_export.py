@@ -288,7 +288,8 @@ _NON_DEFAULT = {"mode": "train-lmmd", "data": "RAVDESS", "feature_type": "FUSION
                 "model": "mlp", "mlp_units": "64,32", "frame_pooling": "mean_std",
                 "select_epoch": "label_free", "select_C": "label_free", "mlp_dropout": 0.5,
                 "lr_schedule": "constant", "st_teacher": "logreg",
-                "level_weights": "linear"}
+                "level_weights": "linear", "init_from": "saved_models/EMODB/MFCC/run-a",
+                "weight_ema": 0.99}
 # Fields that have no command-line flag (set only by code that builds a RunConfig).
 _WITHOUT_FLAG = {"min_lr"}
 
