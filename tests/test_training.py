@@ -265,6 +265,7 @@ def test_fusion_model_trains(synthetic_features, tmp_path):
     (["--weight_ema", "1"], "--weight_ema"),
     (["--weight_ema", "0.99"], "--patience 0"),
     (["--mode", "train-lmmd", "--init_from", "x"], "--init_from needs --mode train"),
+    (["--model", "logreg", "--init_from", "x"], "svm / logreg have no weights"),
 ])
 def test_bad_flags_exit_with_a_clear_line(args, message, capsys):
     with pytest.raises(SystemExit) as info:

@@ -138,9 +138,6 @@ def load_fold_weights(estimator, run_dir: Path, fold: int, train: SERData,
     checking that that model was trained on this fold's training files and never saw its test
     files (its split.json). ExperimentError naming the folder otherwise."""
     fold_dir = run_dir / f"fold_{fold:02d}"
-    if not isinstance(estimator, KerasEstimator):
-        raise ExperimentError("--init_from continues a Keras model (--model tcn or mlp); "
-                              "svm / logreg have no weights to start from")
     if not (fold_dir / "model.keras").is_file() or not (fold_dir / "split.json").is_file():
         raise ExperimentError(f"--init_from {run_dir}: no model.keras and split.json in "
                               f"{fold_dir.name} (a finished run's folder, e.g. "

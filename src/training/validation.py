@@ -73,6 +73,9 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
         (not 0 <= cfg.weight_ema < 1, "--weight_ema must be in [0, 1) (0 = off)"),
         (bool(cfg.init_from) and cfg.mode != "train",
          "--init_from needs --mode train (it continues a same-corpus run's fold models)"),
+        (bool(cfg.init_from) and cfg.model in ("svm", "logreg"),
+         "--init_from continues a Keras model (--model tcn or mlp); svm / logreg have no "
+         "weights to start from"),
         (cfg.weight_ema > 0 and cfg.patience > 0,
          "--weight_ema needs --patience 0: early stopping would restore raw weights over the "
          "average"),
