@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import bench_inference, bench_nkululeko, bench_training, run
+from benchmarks import bench_inference, bench_nkululeko, bench_training, bench_truncation, run
 from src.training.data import PAD_MULTIPLE, SERData, length_sorted_batches
 
 # A tiny network: a few hundred weights, traced in seconds.
@@ -521,3 +521,34 @@ def test_cross_corpus_epochs_are_timed_against_the_same_model_on_the_same_source
     assert run.same_corpus_reference(other_source, same) is None  # RAVDESS has its own row
     reference["seconds_per_epoch"] = None                            # not finished yet
     assert run._epoch_cost(cross, same) == ("0.50", "-")
+
+
+def _silence_tone_silence(lead: float, tone_s: float, tail: float, sr: int = 16000) -> np.ndarray:
+    t = np.arange(int(tone_s * sr)) / sr
+    return np.concatenate([np.zeros(int(lead * sr)), 0.5 * np.sin(2 * np.pi * 220 * t),
+                           np.zeros(int(tail * sr))]).astype(np.float32)
+
+
+def test_speech_span_finds_onset_end_and_a_cut_while_speaking():
+    onset, end, cut = bench_truncation.speech_span(_silence_tone_silence(0.5, 1.0, 0.3), 16000)
+    assert (onset, end, cut) == pytest.approx((0.5, 1.5, False))
+    assert bench_truncation.speech_span(_silence_tone_silence(0.5, 1.0, 0.0), 16000)[2]
+
+
+def test_cut_copies_keep_s_seconds_after_onset_in_the_same_order(tmp_path):
+    import soundfile as sf
+
+    paths = []
+    for i, lead in enumerate((0.2, 0.6)):
+        paths.append(tmp_path / f"in{i}.wav")
+        sf.write(paths[-1], _silence_tone_silence(lead, 1.5, 0.2), 16000)
+    table = pd.DataFrame({"path": [str(p) for p in paths], "label": ["a", "b"],
+                          "speaker": ["s1", "s2"]})
+    manifest = bench_truncation.write_cut_copy(table, 0.8, tmp_path / "cut")
+    rows = pd.read_csv(manifest)
+    assert list(rows["label"]) == ["a", "b"] and list(rows["speaker"]) == ["s1", "s2"]
+    for lead, path in zip((0.2, 0.6), rows["path"]):
+        info = sf.info(path)
+        assert info.frames == int(round((lead + 0.8) * 16000))
+    audit = bench_truncation.audit(list(rows["path"]))
+    assert audit["cut_while_speaking"] == 1.0 and audit["speech_s_mean"] == pytest.approx(0.8)

@@ -337,3 +337,39 @@ def test_loading_2000_files_is_fast(tmp_path):
     elapsed = time.perf_counter() - start
     assert len(fs.arrays) == 2000 and fs.arrays[1999].shape == (100 + 1999 % 200, 40)
     assert elapsed < 5.0, elapsed
+
+
+# ------------------------------------------------------------------- fixed-length corpora
+def test_fixed_length_warning_rule(tmp_path, make_wav):
+    """The warning needs >= 20 files and >= 90 % of them at one length (to 10 ms)."""
+    from src.data_processing.audio import fixed_length_warning
+
+    def corpus(n_same: int, n_other: int) -> list[Path]:
+        folder = tmp_path / f"{n_same}-{n_other}"
+        return ([make_wav(folder / f"s{i}.wav", 0.75, seed=i) for i in range(n_same)]
+                + [make_wav(folder / f"o{i}.wav", 0.5 + 0.1 * i, seed=i) for i in range(n_other)])
+
+    assert fixed_length_warning(corpus(22, 2)).startswith("22 of 24 files last exactly 0.75 s")
+    assert fixed_length_warning(corpus(21, 3)) is None        # 87.5 % < 90 %
+    assert fixed_length_warning(corpus(19, 0)) is None        # too few files to tell
+    assert fixed_length_warning(corpus(20, 0) + [tmp_path / "missing.wav"]).startswith(
+        "20 of 20 files")                                       # unreadable files are skipped
+
+
+def test_extraction_warns_on_a_fixed_length_corpus(tmp_path, make_wav, capsys):
+    """A corpus cut to one length (like the RAVDESS copy here, 2.39 s) gets one warning line
+    naming the length after extraction; a corpus of varied lengths gets none."""
+    rows = ["path,label,speaker"]
+    for i in range(24):
+        make_wav(tmp_path / "cut" / f"{i}.wav", 0.75, freq=200.0 + 20 * (i % 2), seed=i)
+        rows.append(f"cut/{i}.wav,{'ab'[i % 2]},s{i % 3}")
+    (tmp_path / "cut.csv").write_text("\n".join(rows) + "\n")
+    assert main(["--dataset", "CSV", "--manifest", str(tmp_path / "cut.csv"), "--features", "MFCC",
+                 "--features_root", str(tmp_path / "f"), "--no_progress", "--workers", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: CUT: 24 of 24 files last exactly 0.75 s" in err
+
+    write_corpus(tmp_path / "raw", make_wav, n=24)
+    assert main(["--dataset", "EMODB", "--raw_dir", str(tmp_path / "raw"), "--features", "MFCC",
+                 "--features_root", str(tmp_path / "f"), "--no_progress", "--workers", "0"]) == 0
+    assert "last exactly" not in capsys.readouterr().err

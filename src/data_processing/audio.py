@@ -99,3 +99,26 @@ def load_audio(path: str | os.PathLike, config: ExtractionConfig) -> np.ndarray:
     """
     y, rate = read_audio(path)
     return condition(y, rate, config)
+
+
+def fixed_length_warning(paths, min_files: int = 20, share: float = 0.9) -> str | None:
+    """One line when at least `share` of the (>= `min_files`) audio files `paths` last the same
+    time to 10 ms (file headers only), else None. A corpus copy cut or padded to one length
+    loses the end of every longer utterance and the duration cue (the RAVDESS copy of this
+    project's machine: 1434 files of 2.39 s, most cut while speaking;
+    benchmarks/bench_truncation.py measures what such a cut costs)."""
+    seconds = []
+    for path in paths:
+        try:
+            info = sf.info(str(path))
+        except Exception:  # noqa: BLE001 - unreadable files are extraction's failures to report
+            continue
+        seconds.append(round(info.frames / info.samplerate, 2))
+    if len(seconds) < min_files:
+        return None
+    values, counts = np.unique(seconds, return_counts=True)
+    if counts.max() < share * len(seconds):
+        return None
+    return (f"{counts.max()} of {len(seconds)} files last exactly "
+            f"{values[counts.argmax()]:.2f} s: the corpus looks cut or padded to one length, "
+            f"so longer utterances have lost their end (compare with the original recordings)")

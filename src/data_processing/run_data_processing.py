@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import store
+from .audio import fixed_length_warning
 from .config import FEATURE_TYPES, SMILE_LEVELS, ExtractionConfig, timnet_config
 from .corpora import CorpusError, canonical_dataset, load_corpus, resolve_raw_dir
 from .download import DownloadError, download_corpus
@@ -229,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, info in summary.items():
         print(format_summary(folder_name, name, info))
         _print_failures(info)
+    warning = fixed_length_warning(corpus["path"])
+    if warning:
+        print(f"warning: {folder_name}: {warning}", file=sys.stderr)
     return 0
 
 
