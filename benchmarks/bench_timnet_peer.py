@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_timnet_peer --corpus EMODB --folds 1-3 --epochs 500 --threads 1
         [--skip_ours] [--skip_peer] [--ours_run_id ID] [--feature_set HASH]
+        [--ours_feature_set HASH --ours_flags '--max_frames 188']
 
 Both systems train on the same folds of the same features and keep their last epoch:
   features  our TIM-Net-style MFCCs (`python -m src.data_processing.run_data_processing --dataset
@@ -16,6 +17,9 @@ Both systems train on the same folds of the same features and keep their last ep
   ours      `python -m src.training.main --mode train --preset timnet ... --run_id
             bench-peer-<corpus>-e<E> --overwrite` (or, with --ours_run_id, the finished folds
             of an existing run are only read), figures from saved_models/.../fold_XX/result.json;
+            --ours_feature_set / --ours_flags run a variant of ours against the same peer
+            (e.g. variable-length features, cropped to TIM-Net's window and the padding masked:
+            the same test files, fewer frames computed), run id bench-peer-<corpus>-e<E>-variant;
   peer      benchmarks/timnet_peer_driver.py run by the peer's python: TIM-Net's TIMNET_Model
             with its main.py defaults, fit without validation data, last epoch evaluated.
 
@@ -76,6 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--folds", default="1-3", help="1-based folds: 1-3 or 1,4")
     p.add_argument("--epochs", type=int, default=500)
     p.add_argument("--threads", type=int, default=1, help="TensorFlow threads of each system")
+    p.add_argument("--ours_feature_set", default="", help="our MFCC set, when it differs from "
+                   "the peer's (e.g. the variable-length set of --fixed_samples 0, for masking)")
+    p.add_argument("--ours_flags", default="", help="more flags of our training command, one "
+                   "string, e.g. '--max_frames 188' (crop as TIM-Net's window does, mask the rest)")
     p.add_argument("--skip_ours", action="store_true")
     p.add_argument("--skip_peer", action="store_true")
     p.add_argument("--ours_run_id", default="", help="collect this finished run of ours "
@@ -177,9 +185,10 @@ def run_peer(args, folds: list[int], data_dir: Path) -> tuple[list[dict], dict]:
 def run_ours(args, folds: list[int], feature_set: str, run_id: str) -> dict:
     """Train our --preset timnet on `folds`; the process info."""
     cmd = [sys.executable, "-m", "src.training.main", "--mode", "train", "--data", args.corpus,
-           "--feature_type", "MFCC", "--feature_set", feature_set, "--preset", "timnet",
-           "--epoch", str(args.epochs), "--folds", ",".join(map(str, folds)), "--run_id",
-           run_id, "--overwrite", "--verbose", "0", "--threads", str(args.threads)]
+           "--feature_type", "MFCC", "--feature_set", args.ours_feature_set or feature_set,
+           "--preset", "timnet", "--epoch", str(args.epochs), "--folds",
+           ",".join(map(str, folds)), "--run_id", run_id, "--overwrite", "--verbose", "0",
+           "--threads", str(args.threads), *shlex.split(args.ours_flags)]
     run = run_measured(cmd, data_root() / args.corpus / f"ours_{run_id}.log",
                        env={"SER_DATA_ROOT": "/work/shared/data"})
     if run["rc"] != 0:
@@ -283,7 +292,8 @@ def main(argv=None) -> int:
     if args.skip_ours:
         report["systems"]["ours"] = {"skipped": "skipped (--skip_ours)"}
     else:
-        run_id = args.ours_run_id or f"bench-peer-{args.corpus.lower()}-e{args.epochs}"
+        variant = "-variant" if args.ours_feature_set or args.ours_flags else ""
+        run_id = args.ours_run_id or f"bench-peer-{args.corpus.lower()}-e{args.epochs}{variant}"
         run = {"command": f"collected run {run_id}"} if args.ours_run_id else \
             run_ours(args, folds, feature_set, run_id)
         rows = collect_ours(args.corpus, run_id, folds, meta, run.get("peak_rss_mb"))

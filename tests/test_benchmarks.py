@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import bench_inference, bench_nkululeko, bench_training, bench_truncation, run
+from benchmarks import (accuracy_runs, accuracy_table, bench_inference, bench_nkululeko,
+                        bench_training, bench_truncation, run)
 from src.training.data import PAD_MULTIPLE, SERData, length_sorted_batches
 
 # A tiny network: a few hundred weights, traced in seconds.
@@ -162,10 +163,10 @@ def test_accuracy_runs_parse_with_the_training_cli():
 
     parser = build_parser()
     ids = set()
-    for entry in run.ACCURACY_RUNS:
-        argv = run.accuracy_command(entry)
+    for entry in accuracy_runs.ACCURACY_RUNS:
+        argv = accuracy_runs.accuracy_command(entry)
         if "fuses" in entry:  # late fusion of runs listed before it, by their results folders
-            earlier = [e["name"] for e in run.ACCURACY_RUNS[:run.ACCURACY_RUNS.index(entry)]]
+            earlier = [e["name"] for e in accuracy_runs.ACCURACY_RUNS[:accuracy_runs.ACCURACY_RUNS.index(entry)]]
             assert argv[:2] == ["-m", "src.experiments.late_fusion"]
             assert set(entry["fuses"]) <= set(earlier)
             assert argv[2:-2] == [f"results/bench-acc-{n}" for n in entry["fuses"]]
@@ -176,7 +177,7 @@ def test_accuracy_runs_parse_with_the_training_cli():
         assert (cfg.preset, cfg.lr, cfg.epoch, cfg.patience) == ("light", 1e-3, 60, 0)
         if cfg.mode == "train-lmmd" and cfg.feature_type == "MFCC":
             # trimmed MFCC, five classes, each direction's norm
-            assert cfg.feature_set == run._TRIMMED_MFCC and cfg.max_folds == 3
+            assert cfg.feature_set == accuracy_runs._TRIMMED_MFCC and cfg.max_folds == 3
             assert cfg.label_set == "angry,fear,happy,neutral,sad"
             assert (cfg.domain_norm, cfg.speaker_norm) == ((True, False) if cfg.data == "RAVDESS"
                                                            else (False, True))
@@ -190,10 +191,10 @@ def test_accuracy_runs_parse_with_the_training_cli():
             assert cfg.model in ("svm", "logreg") and cfg.speaker_norm
         assert cfg.filter_size == 39  # the light preset's architecture
         ids.add(cfg.run_id)
-    assert len(ids) == len(run.ACCURACY_RUNS)
-    modes = [(e["args"][1], e["args"][e["args"].index("--data") + 1]) for e in run.ACCURACY_RUNS]
+    assert len(ids) == len(accuracy_runs.ACCURACY_RUNS)
+    modes = [(e["args"][1], e["args"][e["args"].index("--data") + 1]) for e in accuracy_runs.ACCURACY_RUNS]
     assert ("train-lmmd", "EMODB") in modes and ("train-lmmd", "RAVDESS") in modes
-    names = {e["name"] for e in run.ACCURACY_RUNS}
+    names = {e["name"] for e in accuracy_runs.ACCURACY_RUNS}
     assert "emodb-compare-logreg-loso" in names  # the anchor of the paralinguistic issue
 
 
@@ -208,17 +209,17 @@ def test_quick_speed_commands():
 
 
 def test_collect_accuracy_reads_metrics(tmp_path):
-    entry = run.ACCURACY_RUNS[0]
+    entry = accuracy_runs.ACCURACY_RUNS[0]
     folder = tmp_path / f"bench-acc-{entry['name']}"
     folder.mkdir()
     (folder / "metrics.json").write_text(json.dumps(
         {"war_mean": 0.8, "war_std": 0.02, "uar_mean": 0.75, "uar_std": 0.03,
          "macro_f1_mean": 0.74, "macro_f1_std": 0.01, "n_folds": 10,
          "seconds_per_epoch": 1.5}))
-    rows, text = run.collect_accuracy(tmp_path)
+    rows, text = accuracy_table.collect_accuracy(tmp_path)
     assert rows[0]["war_mean"] == 0.8 and "war_mean" not in rows[1]
     assert f"| {entry['name']} | 80.00 ± 2.00 | 75.00 ± 3.00 | 74.00 ± 1.00 |" in text
-    assert text.count("not run") == len(run.ACCURACY_RUNS) - 1
+    assert text.count("not run") == len(accuracy_runs.ACCURACY_RUNS) - 1
 
 
 def test_render_markdown_has_machine_info_commands_and_tables():
@@ -248,7 +249,7 @@ def test_accuracy_runs_name_the_trimmed_mfcc_set_by_its_real_hash():
     from benchmarks import run
     from src.data_processing.config import ExtractionConfig
 
-    assert run._TRIMMED_MFCC == ExtractionConfig(trim_silence=True).feature_hash("MFCC")
+    assert accuracy_runs._TRIMMED_MFCC == ExtractionConfig(trim_silence=True).feature_hash("MFCC")
 
 
 # ------------------------------------------------------------- docs/RESULTS.md accuracy table
@@ -287,7 +288,7 @@ def _pct(values: dict, key: str) -> str:
 
 def test_accuracy_dry_run_rewrites_only_the_readme_table(tmp_path, monkeypatch, capsys):
     results, models = tmp_path / "results", tmp_path / "saved_models"
-    same, cross, partial = (next(e for e in run.ACCURACY_RUNS if e["name"] == name) for name in
+    same, cross, partial = (next(e for e in accuracy_runs.ACCURACY_RUNS if e["name"] == name) for name in
                             ("emodb-mfcc-kfold", "emodb-to-ravdess-lmmd", "ravdess-mfcc-kfold"))
     fake = {
         same["name"]: _fake_metrics("bench-acc-emodb-mfcc-kfold", data="EMODB", target=None,
@@ -307,7 +308,7 @@ def test_accuracy_dry_run_rewrites_only_the_readme_table(tmp_path, monkeypatch, 
     (models / "RAVDESS" / "MFCC" / "bench-acc-ravdess-mfcc-kfold" / "fold_04").mkdir()
 
     readme = tmp_path / "README.md"
-    original = run.RESULTS_DOC.read_bytes()                        # the repository's own file
+    original = accuracy_table.RESULTS_DOC.read_bytes()                        # the repository's own file
     readme.write_bytes(original)
     monkeypatch.setattr(run, "ACCURACY_MD", tmp_path / "accuracy.md")
     monkeypatch.setattr(run, "tf_devices", lambda: {"tensorflow": "9.9.9", "gpus": []})
@@ -315,13 +316,13 @@ def test_accuracy_dry_run_rewrites_only_the_readme_table(tmp_path, monkeypatch, 
                      "--models_root", str(models), "--readme", str(readme)]) == 0
 
     text = readme.read_bytes()
-    begin, end = run.README_BEGIN.encode(), run.README_END.encode()
+    begin, end = accuracy_table.README_BEGIN.encode(), accuracy_table.README_END.encode()
     head, rest = text.split(begin)
     block, tail = rest.split(end)
     assert head == original.split(begin)[0]                         # outside: byte-identical
     assert tail == original.split(end)[1]
     block = block.decode()
-    assert block.startswith("\n" + run.README_TITLE)
+    assert block.startswith("\n" + accuracy_table.README_TITLE)
 
     m = fake[same["name"]]
     assert _table_cells(block, same["name"]) == [
@@ -337,8 +338,8 @@ def test_accuracy_dry_run_rewrites_only_the_readme_table(tmp_path, monkeypatch, 
     assert loso[4:6] == ["loso", "0 / 10"]                          # 10 EMODB speakers
     anchor = _table_cells(block, "emodb-compare-logreg-loso")
     assert anchor[2:6] == ["ComParE, --speaker_norm", "logreg (baseline)", "loso", "0 / 10"]
-    for entry in run.ACCURACY_RUNS:                                 # every exact command
-        assert f"\n{run.show(run.accuracy_command(entry))}\n" in block
+    for entry in accuracy_runs.ACCURACY_RUNS:                                 # every exact command
+        assert f"\n{accuracy_runs.show(accuracy_runs.accuracy_command(entry))}\n" in block
     assert "9.9.9" in block and "vm x86_64" in block and f"{os.cpu_count()} CPU cores" in block
     assert re.search(r"on \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", block)  # the date
     assert (tmp_path / "accuracy.md").exists()
@@ -353,15 +354,15 @@ def test_accuracy_dry_run_rewrites_only_the_readme_table(tmp_path, monkeypatch, 
 
 def test_accuracy_table_without_finished_runs_shows_the_command(tmp_path, monkeypatch):
     readme = tmp_path / "README.md"
-    readme.write_text(f"# T\n\nbefore\n{run.README_BEGIN}\nold table\n{run.README_END}\nafter\n")
+    readme.write_text(f"# T\n\nbefore\n{accuracy_table.README_BEGIN}\nold table\n{accuracy_table.README_END}\nafter\n")
     monkeypatch.setattr(run, "ACCURACY_MD", tmp_path / "accuracy.md")
     monkeypatch.setattr(run, "tf_devices", lambda: {"tensorflow": "9.9.9", "gpus": []})
     assert run.main(["--skip_speed", "--accuracy", "--dry_run", "--results_root",
                      str(tmp_path / "results"), "--readme", str(readme)]) == 0
     text = readme.read_text()
-    assert text.startswith(f"# T\n\nbefore\n{run.README_BEGIN}\n{run.README_TITLE}\n")
-    assert text.endswith(f"{run.README_END}\nafter\n") and "old table" not in text
-    assert "has finished yet" in text and run.ACCURACY_COMMAND in text
+    assert text.startswith(f"# T\n\nbefore\n{accuracy_table.README_BEGIN}\n{accuracy_table.README_TITLE}\n")
+    assert text.endswith(f"{accuracy_table.README_END}\nafter\n") and "old table" not in text
+    assert "has finished yet" in text and accuracy_table.ACCURACY_COMMAND in text
 
 
 def test_readme_without_markers_is_a_clear_error(tmp_path, monkeypatch, capsys):
@@ -372,21 +373,21 @@ def test_readme_without_markers_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert run.main(["--skip_speed", "--accuracy", "--dry_run", "--results_root",
                      str(tmp_path / "results"), "--readme", str(readme)]) == 2
     err = capsys.readouterr().err
-    assert "no accuracy table markers" in err and run.README_BEGIN in err and str(readme) in err
+    assert "no accuracy table markers" in err and accuracy_table.README_BEGIN in err and str(readme) in err
     assert readme.read_text() == "# no markers here\n"
     assert not (tmp_path / "accuracy.md").exists()
-    readme.write_text(f"{run.README_END}\n{run.README_BEGIN}\n")     # wrong order
-    with pytest.raises(run.ReadmeError, match="once each, in that order"):
-        run.read_readme(readme)
+    readme.write_text(f"{accuracy_table.README_END}\n{accuracy_table.README_BEGIN}\n")     # wrong order
+    with pytest.raises(accuracy_table.ReadmeError, match="once each, in that order"):
+        accuracy_table.read_readme(readme)
 
 
 def test_the_repository_results_doc_has_the_accuracy_table_markers():
-    assert run.RESULTS_DOC == run.REPO_ROOT / "docs" / "RESULTS.md"
-    text = run.read_readme(run.RESULTS_DOC)
+    assert accuracy_table.RESULTS_DOC == run.REPO_ROOT / "docs" / "RESULTS.md"
+    text = accuracy_table.read_readme(accuracy_table.RESULTS_DOC)
     results = text.index("## Results")
-    assert results < text.index(run.README_BEGIN) < text.index("### Same corpus")
+    assert results < text.index(accuracy_table.README_BEGIN) < text.index("### Same corpus")
     readme = (run.REPO_ROOT / "README.md").read_text()              # one table, in one place
-    assert run.README_BEGIN not in readme and run.README_END not in readme
+    assert accuracy_table.README_BEGIN not in readme and accuracy_table.README_END not in readme
     assert "docs/RESULTS.md" in readme
 
 
@@ -509,18 +510,18 @@ def test_a_python_without_nkululeko_is_skipped_too(tmp_path):
 def test_cross_corpus_epochs_are_timed_against_the_same_model_on_the_same_source_files():
     names = ("emodb-to-ravdess-egemaps-mlp-lmmd", "emodb-egemaps-mlp-five-kfold-reference",
              "emodb-compare-mlp-loso", "ravdess-to-emodb-egemaps-mlp-lmmd")
-    rows = {name: {"name": name, **run.run_info(next(e for e in run.ACCURACY_RUNS
+    rows = {name: {"name": name, **accuracy_table.run_info(next(e for e in accuracy_runs.ACCURACY_RUNS
                                                      if e["name"] == name))}
             for name in names}
     cross, reference, other_feature, other_source = rows.values()
     reference["seconds_per_epoch"], other_feature["seconds_per_epoch"] = 0.4, 0.1
     cross["seconds_per_epoch"] = 0.5
     same = [other_feature, reference]
-    assert run.same_corpus_reference(cross, same) is reference
-    assert run._epoch_cost(cross, same) == ("0.50", f"1.25x ({reference['name']})")
-    assert run.same_corpus_reference(other_source, same) is None  # RAVDESS has its own row
+    assert accuracy_table.same_corpus_reference(cross, same) is reference
+    assert accuracy_table._epoch_cost(cross, same) == ("0.50", f"1.25x ({reference['name']})")
+    assert accuracy_table.same_corpus_reference(other_source, same) is None  # RAVDESS has its own row
     reference["seconds_per_epoch"] = None                            # not finished yet
-    assert run._epoch_cost(cross, same) == ("0.50", "-")
+    assert accuracy_table._epoch_cost(cross, same) == ("0.50", "-")
 
 
 def _silence_tone_silence(lead: float, tone_s: float, tail: float, sr: int = 16000) -> np.ndarray:
