@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_timnet_peer --corpus EMODB --folds 1-3 --epochs 500 --threads 1
         [--skip_ours] [--skip_peer] [--ours_run_id ID] [--feature_set HASH]
-        [--ours_feature_set HASH --ours_flags '--max_frames 188']
+        [--ours_feature_set HASH --ours_flags '--max_frames 188'] [--peer_tf_keras DIR]
 
 Both systems train on the same folds of the same features and keep their last epoch:
   features  our TIM-Net-style MFCCs (`python -m src.data_processing.run_data_processing --dataset
@@ -21,7 +21,12 @@ Both systems train on the same folds of the same features and keep their last ep
             (e.g. variable-length features, cropped to TIM-Net's window and the padding masked:
             the same test files, fewer frames computed), run id bench-peer-<corpus>-e<E>-variant;
   peer      benchmarks/timnet_peer_driver.py run by the peer's python: TIM-Net's TIMNET_Model
-            with its main.py defaults, fit without validation data, last epoch evaluated.
+            with its main.py defaults, fit without validation data, last epoch evaluated;
+  peer, our TensorFlow (--peer_tf_keras DIR, optional third system "timnet-our-tf"): the same
+            driver run by OUR python with TF_USE_LEGACY_KERAS=1 and DIR (an unpacked
+            `tf_keras` wheel of our TensorFlow's version) on PYTHONPATH, so TIM-Net's unchanged
+            Keras 2 code runs on our TensorFlow runtime: separates the runtime's share of a
+            speed difference from our code's.
 
 Per fold: WAR (accuracy), UAR, macro-F1, seconds per epoch, peak resident memory. "s/epoch
 median" is the median over all epochs for both (ours stores only that); "s/epoch 2..N" is the
@@ -35,7 +40,9 @@ Obtaining the peer (outside this repository; its code is never copied here):
     python3 -m venv /work/scratch/timnet-venv
     /work/scratch/timnet-venv/bin/pip install tensorflow-cpu==2.15.1 scikit-learn pandas
 TF 2.15 is the last release whose tf.keras is Keras 2, which TIM-Net's code is written for; it
-then runs unchanged. Override the places with TIMNET_HOME and TIMNET_PYTHON; when either is
+then runs unchanged. For --peer_tf_keras (nothing is installed into our .venv):
+    pip download tf_keras==<our tensorflow version> --no-deps -d /work/scratch/tfk-dl
+    python -m zipfile -e /work/scratch/tfk-dl/tf_keras-*.whl /work/scratch/tfk Override the places with TIMNET_HOME and TIMNET_PYTHON; when either is
 missing the peer column is skipped with one line saying so.
 """
 from __future__ import annotations
@@ -84,6 +91,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "the peer's (e.g. the variable-length set of --fixed_samples 0, for masking)")
     p.add_argument("--ours_flags", default="", help="more flags of our training command, one "
                    "string, e.g. '--max_frames 188' (crop as TIM-Net's window does, mask the rest)")
+    p.add_argument("--peer_tf_keras", default="", help="folder holding an unpacked tf_keras "
+                   "of our TensorFlow's version: also run TIM-Net's code on our TensorFlow")
     p.add_argument("--skip_ours", action="store_true")
     p.add_argument("--skip_peer", action="store_true")
     p.add_argument("--ours_run_id", default="", help="collect this finished run of ours "
@@ -151,6 +160,21 @@ def run_measured(cmd: list[str], log_path: Path, env: dict | None = None) -> dic
             "command": shlex.join(cmd)}
 
 
+def tf_keras_missing(folder: str) -> str:
+    """One skip line when `folder` holds no unpacked tf_keras package, else ""."""
+    if not (Path(folder) / "tf_keras" / "__init__.py").is_file():
+        return (f"TIM-Net on our TensorFlow skipped: no tf_keras package in {folder} "
+                f"(--peer_tf_keras); see benchmarks/bench_timnet_peer.py for how to unpack one")
+    return ""
+
+
+def peer_under_our_tf(folder: str) -> tuple[Path, dict]:
+    """(python, extra environment) that run TIM-Net's Keras 2 code on our TensorFlow."""
+    path = os.pathsep.join(p for p in (str(Path(folder).resolve()),
+                                       os.environ.get("PYTHONPATH", "")) if p)
+    return Path(sys.executable), {"TF_USE_LEGACY_KERAS": "1", "PYTHONPATH": path}
+
+
 def check_peer_folds(python: Path, home: Path, data_dir: Path, meta: dict) -> str:
     """Ask the peer for its KFold test rows; raise when they differ from ours."""
     out = data_dir / "peer_folds.json"
@@ -164,14 +188,17 @@ def check_peer_folds(python: Path, home: Path, data_dir: Path, meta: dict) -> st
     return f"the peer's {N_FOLDS} KFold test folds equal ours (make_folds, fold_seed {FOLD_SEED})"
 
 
-def run_peer(args, folds: list[int], data_dir: Path) -> tuple[list[dict], dict]:
-    """Train TIM-Net on `folds` in its venv; (rows, process info)."""
-    home, python = peer_paths()
-    out = data_dir / f"peer_e{args.epochs}.json"
+def run_peer(args, folds: list[int], data_dir: Path, python: Path | None = None,
+             env: dict | None = None, tag: str = "") -> tuple[list[dict], dict]:
+    """Train TIM-Net on `folds` with `python` (default: its venv's) and `env`; (rows,
+    process info)."""
+    home, venv_python = peer_paths()
+    python = python or venv_python
+    out = data_dir / f"peer{tag}_e{args.epochs}.json"
     run = run_measured([str(python), str(DRIVER), "--timnet_home", str(home), "--data",
                         str(data_dir), "--folds", ",".join(map(str, folds)), "--epochs",
                         str(args.epochs), "--threads", str(args.threads), "--output", str(out)],
-                       data_dir / f"peer_e{args.epochs}.log")
+                       data_dir / f"peer{tag}_e{args.epochs}.log", env=env)
     if run["rc"] != 0:
         raise RuntimeError(f"TIM-Net driver failed (rc {run['rc']}), see {run['log']}")
     result = json.loads(out.read_text())
@@ -262,6 +289,19 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_peer_under_our_tf(args, folds: list[int], data_dir: Path, home: Path,
+                          peer_skip: str) -> dict:
+    """The "timnet-our-tf" system: TIM-Net's code on our TensorFlow, or its skip line."""
+    skip = tf_keras_missing(args.peer_tf_keras) or (
+        "" if (home / "Code" / "Model.py").is_file() else peer_skip)
+    if skip:
+        print(skip)
+        return {"skipped": skip}
+    python, env = peer_under_our_tf(args.peer_tf_keras)
+    rows, run = run_peer(args, folds, data_dir, python=python, env=env, tag="-our-tf")
+    return {"rows": rows, "mean": mean_row(rows, run["peak_rss_mb"]), **run}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from src.training.config import RunConfig
@@ -289,6 +329,11 @@ def main(argv=None) -> int:
         rows, run = run_peer(args, folds, data_dir)
         report["systems"]["timnet"] = {"rows": rows, "mean": mean_row(rows, run["peak_rss_mb"]),
                                        **run}
+    if args.peer_tf_keras:
+        report["systems"]["timnet-our-tf"] = run_peer_under_our_tf(args, folds, data_dir,
+                                                                   home, skip_line)
+        if skip_line and "rows" in report["systems"]["timnet-our-tf"]:
+            report["fold_check"] = check_peer_folds(Path(sys.executable), home, data_dir, meta)
     if args.skip_ours:
         report["systems"]["ours"] = {"skipped": "skipped (--skip_ours)"}
     else:

@@ -158,11 +158,15 @@ def train_fold(Model, args, x, y, class_names, fold: int, split) -> dict:
 
 
 def keras_version() -> str:
+    """Version of the Keras behind tf.keras: tf_keras's when TF_USE_LEGACY_KERAS=1 maps
+    tf.keras to it (TIM-Net's code on a TensorFlow >= 2.16), else the keras package's."""
+    name = "tf_keras" if os.environ.get("TF_USE_LEGACY_KERAS") == "1" else "keras"
     try:
-        import keras
+        module = __import__(name)
     except ImportError:
         return ""
-    return getattr(keras, "__version__", "")
+    version = getattr(module, "__version__", "")
+    return f"tf_keras {version}" if name == "tf_keras" else version
 
 
 def environment(args: SimpleNamespace) -> dict:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from benchmarks import (accuracy_runs, accuracy_table, bench_inference, bench_nkululeko,
-                        bench_training, bench_truncation, run)
+                        bench_timnet_peer, bench_training, bench_truncation, run)
 from src.training.data import PAD_MULTIPLE, SERData, length_sorted_batches
 
 # A tiny network: a few hundred weights, traced in seconds.
@@ -553,3 +553,36 @@ def test_cut_copies_keep_s_seconds_after_onset_in_the_same_order(tmp_path):
         assert info.frames == int(round((lead + 0.8) * 16000))
     audit = bench_truncation.audit(list(rows["path"]))
     assert audit["cut_while_speaking"] == 1.0 and audit["speech_s_mean"] == pytest.approx(0.8)
+
+
+def test_timnet_on_our_tensorflow_needs_an_unpacked_tf_keras(tmp_path, monkeypatch):
+    """--peer_tf_keras: a folder without tf_keras gives one skip line naming it and the flag;
+    with one, the peer runs on our python with Keras 2 switched on and the folder first on
+    PYTHONPATH (the rest of PYTHONPATH kept)."""
+    line = bench_timnet_peer.tf_keras_missing(str(tmp_path))
+    assert str(tmp_path) in line and "--peer_tf_keras" in line
+    (tmp_path / "tf_keras").mkdir()
+    (tmp_path / "tf_keras" / "__init__.py").write_text("")
+    assert bench_timnet_peer.tf_keras_missing(str(tmp_path)) == ""
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    python, env = bench_timnet_peer.peer_under_our_tf(str(tmp_path))
+    assert python == Path(os.sys.executable)
+    assert env["TF_USE_LEGACY_KERAS"] == "1"
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(tmp_path.resolve()), "/elsewhere"]
+
+
+def test_timnet_peer_table_has_a_row_per_system_and_the_skip_lines():
+    row = {"fold": 1, "accuracy": 0.5, "uar": 0.25, "macro_f1": 0.2, "epochs": 3,
+           "seconds_per_epoch_median": 1.5, "seconds_per_epoch": None, "peak_rss_mb": 100.0}
+    report = {"corpus": "EMODB", "feature_set": "abc", "epochs": 3, "threads": 2,
+              "machine": {"platform": "p", "cpus": 2}, "fold_check": "checked",
+              "systems": {"ours": {"rows": [row], "mean": row, "command": "ours-cmd"},
+                          "timnet": {"skipped": "peer skipped: no venv"},
+                          "timnet-our-tf": {"rows": [{**row, "accuracy": 0.75}],
+                                            "mean": {**row, "accuracy": 0.75},
+                                            "command": "tfk-cmd"}}}
+    text = bench_timnet_peer.markdown(report)
+    rows = [r for r in text.splitlines() if r.startswith("| 1 |") or r.startswith("| mean |")]
+    assert [r.split(" | ")[1] for r in rows] == ["ours", "timnet-our-tf", "ours", "timnet-our-tf"]
+    assert "| 1 | timnet-our-tf | 3 | 75.00 | 25.00 | 20.00 | 1.50 | – | 100 |" in text
+    assert "- timnet: peer skipped: no venv" in text and "- timnet-our-tf: `tfk-cmd`" in text
