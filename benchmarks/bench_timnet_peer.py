@@ -42,8 +42,9 @@ Obtaining the peer (outside this repository; its code is never copied here):
 TF 2.15 is the last release whose tf.keras is Keras 2, which TIM-Net's code is written for; it
 then runs unchanged. For --peer_tf_keras (nothing is installed into our .venv):
     pip download tf_keras==<our tensorflow version> --no-deps -d /work/scratch/tfk-dl
-    python -m zipfile -e /work/scratch/tfk-dl/tf_keras-*.whl /work/scratch/tfk Override the places with TIMNET_HOME and TIMNET_PYTHON; when either is
-missing the peer column is skipped with one line saying so.
+    python -m zipfile -e /work/scratch/tfk-dl/tf_keras-*.whl /work/scratch/tfk
+Override the places with TIMNET_HOME and TIMNET_PYTHON; when either is missing the peer column
+is skipped with one line saying so.
 """
 from __future__ import annotations
 
