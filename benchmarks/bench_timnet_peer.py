@@ -189,12 +189,11 @@ def check_peer_folds(python: Path, home: Path, data_dir: Path, meta: dict) -> st
     return f"the peer's {N_FOLDS} KFold test folds equal ours (make_folds, fold_seed {FOLD_SEED})"
 
 
-def run_peer(args, folds: list[int], data_dir: Path, python: Path | None = None,
-             env: dict | None = None, tag: str = "") -> tuple[list[dict], dict]:
-    """Train TIM-Net on `folds` with `python` (default: its venv's) and `env`; (rows,
-    process info)."""
-    home, venv_python = peer_paths()
-    python = python or venv_python
+def run_peer(args, folds: list[int], data_dir: Path, python: Path, env: dict | None = None,
+             tag: str = "") -> dict:
+    """Train TIM-Net on `folds` with `python` and `env`; the report's system entry (rows,
+    their mean, process info)."""
+    home = peer_paths()[0]
     out = data_dir / f"peer{tag}_e{args.epochs}.json"
     run = run_measured([str(python), str(DRIVER), "--timnet_home", str(home), "--data",
                         str(data_dir), "--folds", ",".join(map(str, folds)), "--epochs",
@@ -206,8 +205,8 @@ def run_peer(args, folds: list[int], data_dir: Path, python: Path | None = None,
     commit = home / "COMMIT"
     run.update(environment=result["environment"], timnet_home=str(home),
                timnet_commit=commit.read_text().strip() if commit.exists() else "")
-    return [{k: v for k, v in row.items() if k != "test_index"}
-            for row in result["folds"]], run
+    rows = [{k: v for k, v in row.items() if k != "test_index"} for row in result["folds"]]
+    return {"rows": rows, "mean": mean_row(rows, run["peak_rss_mb"]), **run}
 
 
 def run_ours(args, folds: list[int], feature_set: str, run_id: str) -> dict:
@@ -290,19 +289,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_peer_under_our_tf(args, folds: list[int], data_dir: Path, home: Path,
-                          peer_skip: str) -> dict:
-    """The "timnet-our-tf" system: TIM-Net's code on our TensorFlow, or its skip line."""
-    skip = tf_keras_missing(args.peer_tf_keras) or (
-        "" if (home / "Code" / "Model.py").is_file() else peer_skip)
-    if skip:
-        print(skip)
-        return {"skipped": skip}
-    python, env = peer_under_our_tf(args.peer_tf_keras)
-    rows, run = run_peer(args, folds, data_dir, python=python, env=env, tag="-our-tf")
-    return {"rows": rows, "mean": mean_row(rows, run["peak_rss_mb"]), **run}
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     from src.training.config import RunConfig
@@ -320,21 +306,24 @@ def main(argv=None) -> int:
               "command": shlex.join([sys.executable, "-m", "benchmarks.bench_timnet_peer"]
                                     + (argv if argv is not None else sys.argv[1:])),
               "systems": {"ours": {}, "timnet": {}}}
-    home, python = peer_paths()
-    skip_line = "skipped (--skip_peer)" if args.skip_peer else peer_missing(home, python)
-    if skip_line:
-        print(skip_line)
-        report["systems"]["timnet"] = {"skipped": skip_line}
-    else:
-        report["fold_check"] = check_peer_folds(python, home, data_dir, meta)
-        rows, run = run_peer(args, folds, data_dir)
-        report["systems"]["timnet"] = {"rows": rows, "mean": mean_row(rows, run["peak_rss_mb"]),
-                                       **run}
+    home, venv_python = peer_paths()
+    # system -> (skip line or "", python, extra environment, file tag)
+    peers = {"timnet": ("skipped (--skip_peer)" if args.skip_peer
+                        else peer_missing(home, venv_python), venv_python, None, "")}
     if args.peer_tf_keras:
-        report["systems"]["timnet-our-tf"] = run_peer_under_our_tf(args, folds, data_dir,
-                                                                   home, skip_line)
-        if skip_line and "rows" in report["systems"]["timnet-our-tf"]:
-            report["fold_check"] = check_peer_folds(Path(sys.executable), home, data_dir, meta)
+        python, env = peer_under_our_tf(args.peer_tf_keras)
+        peers["timnet-our-tf"] = (tf_keras_missing(args.peer_tf_keras)
+                                  or peer_missing(home, python), python, env, "-our-tf")
+    folds_checked = False
+    for name, (skip, python, env, tag) in peers.items():
+        if skip:
+            print(skip)
+            report["systems"][name] = {"skipped": skip}
+            continue
+        if not folds_checked:  # by the first peer that runs, before it trains
+            report["fold_check"] = check_peer_folds(python, home, data_dir, meta)
+            folds_checked = True
+        report["systems"][name] = run_peer(args, folds, data_dir, python, env, tag)
     if args.skip_ours:
         report["systems"]["ours"] = {"skipped": "skipped (--skip_ours)"}
     else:
