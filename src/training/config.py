@@ -72,6 +72,20 @@ class RunConfig(RunFlags):
                              f"{self.label_set!r}")
         return labels
 
+    def vtlp_factors(self) -> tuple[float, ...]:
+        """--vtlp as warp factors: "0.9,1.1" -> (0.9, 1.1); () when not given. Raises
+        ValueError naming the flag on a factor outside [0.7, 1.3], 1, or a repeat."""
+        try:
+            factors = tuple(float(item) for item in self.vtlp.split(",") if item.strip())
+        except ValueError:
+            raise ValueError(f"--vtlp takes a comma list of warp factors such as 0.9,1.1; got "
+                             f"{self.vtlp!r}") from None
+        if any(not 0.7 <= f <= 1.3 or f == 1.0 for f in factors) or \
+                len(set(factors)) < len(factors):
+            raise ValueError(f"--vtlp factors must be distinct, in [0.7, 1.3] and not 1; got "
+                             f"{self.vtlp!r}")
+        return factors
+
     def head_sizes(self) -> tuple[int, ...]:
         """--head_units as Dense sizes: "1024,512" -> (1024, 512); "none" -> () (softmax on
         the pooled features). Raises ValueError naming the flag on anything else."""

@@ -31,6 +31,7 @@ from src.training.fitting import (NonFiniteLoss, chief_decides, compile_model,  
                                   seed_everything)
 from src.training.estimators import KerasEstimator, check_model_input, make_estimator
 from src.training.flags import nested
+from src.training.vtlp_copies import vtlp_copies, with_copies
 from src.utils import io
 from src.utils.metrics import compute_metrics
 
@@ -161,9 +162,10 @@ def load_fold_weights(estimator, run_dir: Path, fold: int, train: SERData,
 
 
 def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
-               fold_dir: Path | None) -> dict:
+               fold_dir: Path | None, copies: list[SERData] = ()) -> dict:
     """Train and evaluate one fold; writes the model, split.json and result.json to
-    `fold_dir` (nothing when it is None: the non-chief workers of a multi_worker run)."""
+    `fold_dir` (nothing when it is None: the non-chief workers of a multi_worker run).
+    copies: warped copies of `data` (`--vtlp`) whose rows join the training part."""
     seed = cfg.random_seed + fold
     seed_everything(seed, deterministic=not cfg.jit)
     estimator = make_estimator(cfg, data.class_names)
@@ -171,6 +173,7 @@ def train_fold(data: SERData, fold: int, train_idx, test_idx, cfg: RunConfig,
                                     cfg.val_fraction if estimator.uses_validation else 0.0,
                                     seed, val_on_test=cfg.val_policy == "test_fold"
                                     and estimator.uses_validation)
+    train = with_copies(train, data, list(copies))
     if isinstance(estimator, KerasEstimator):
         with distribution_scope(cfg):
             estimator.build(train)
@@ -331,6 +334,7 @@ def run_training(cfg: RunConfig) -> dict:
                          speaker_norm=cfg.speaker_norm)
     _check_label_set(cfg, data)
     check_model_input(cfg, data)
+    copies = _vtlp_copies(cfg, data)
     if cfg.batch_size > data.n:
         raise ExperimentError(f"--batch_size {cfg.batch_size} is larger than the "
                               f"{data.n} files of {data.dataset}")
@@ -342,7 +346,7 @@ def run_training(cfg: RunConfig) -> dict:
     results = run_folds(
         folds, model_dir,
         train=lambda fold, train_idx, test_idx, fold_dir: train_fold(
-            data, fold, train_idx, test_idx, cfg, fold_dir if chief else None),
+            data, fold, train_idx, test_idx, cfg, fold_dir if chief else None, copies),
         describe=describe_fold,
         agree=lambda flag: chief_decides(cfg, flag), chief=chief)
     if not chief:
@@ -350,6 +354,21 @@ def run_training(cfg: RunConfig) -> dict:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return write_run_report(result_dir, run_id, saved, results, data.class_names,
                             peak_memory_mb=peak_mb, visualize=cfg.visualize)
+
+
+def _vtlp_copies(cfg: RunConfig, data: SERData) -> list[SERData]:
+    """`--vtlp`: one warped copy of the corpus per factor, from its unstandardised frames
+    (loaded again when --speaker_norm standardised `data`); [] without the flag."""
+    factors = cfg.vtlp_factors()
+    if not factors:
+        return []
+    raw = data if not cfg.speaker_norm else load_ser_data(
+        cfg.data, cfg.feature_type, cfg.features_root, cfg.fusion_streams,
+        class_names=data.class_names, max_frames=cfg.max_frames,
+        feature_hashes=cfg.feature_hashes(stream_names(cfg.feature_type, cfg.fusion_streams)))
+    log.info("--vtlp: the training files of every fold again warped by %s",
+             ", ".join(f"{f:g}" for f in factors))
+    return vtlp_copies(raw, factors, cfg.speaker_norm)
 
 
 def _label_set(cfg: RunConfig) -> list[str] | None:

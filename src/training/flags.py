@@ -101,6 +101,10 @@ class RunFlags:
                         "batch, weight ~ Beta(ALPHA, ALPHA) (features and labels; 0 = off, "
                         "0.2-0.4 usual); train-lmmd: the source batches", identity="when_set",
                         metavar="ALPHA")
+    vtlp: str = flag("", "optimisation", "add the training files again once per factor (e.g. "
+                     "0.9,1.1) with their frequency axis warped by it (vocal tract length "
+                     "perturbation of MFCC / LogMel frames; each copy a new speaker for "
+                     "--speaker_norm); --mode train", identity="when_set", metavar="FACTORS")
     lr: float = flag(3e-4, "optimisation", "Adam learning rate")
     lr_schedule: str = flag("cosine", "optimisation", "cosine: decay to min_lr over --epoch; "
                             "constant: no decay (TIM-Net).", identity="when_set",

@@ -88,6 +88,8 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
         (cfg.st_teacher != "self" and not cfg.self_training,
          "--st_teacher needs --self_training ROUNDS >= 1 (the teacher gives round 1's "
          "pseudo-labels)"),
+        (bool(cfg.vtlp) and cfg.mode != "train",
+         "--vtlp needs --mode train (it adds warped copies of the training files)"),
         (min(cfg.time_masks, cfg.freq_masks) < 0, "--time_masks and --freq_masks must be >= 0"),
         (not (0 <= cfg.time_mask_width < 1 and 0 <= cfg.freq_mask_width < 1),
          "--time_mask_width and --freq_mask_width must be in [0, 1)"),
@@ -100,7 +102,8 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
     for failed, message in checks:
         if failed:
             parser.error(message)
-    for check in (cfg.head_sizes, cfg.fold_numbers, cfg.mlp_sizes, cfg.label_list):
+    for check in (cfg.head_sizes, cfg.fold_numbers, cfg.mlp_sizes, cfg.label_list,
+                  cfg.vtlp_factors):
         try:
             check()
         except ValueError as error:
