@@ -24,7 +24,8 @@ from sklearn.model_selection import (GroupKFold, GroupShuffleSplit, KFold,
 
 from src.data_processing.store import read_metadata
 from src.training.config import RunConfig
-from src.training.data import SERData, load_ser_data, stream_names
+from src.training.data import (SERData, load_ser_data, speaker_groups, standardise_groups,
+                                stream_names)
 from src.training.fitting import (NonFiniteLoss, chief_decides, compile_model,  # noqa: F401
                                   distribution_scope, distribution_strategy, fit_model,
                                   is_chief, model_config_from, predict_probs, save_model,
@@ -327,14 +328,14 @@ def run_training(cfg: RunConfig) -> dict:
     from src.training.report import write_run_report  # heavy: matplotlib
 
     chief = is_chief(cfg)  # multi_worker: joins the cluster before any other TF work
-    data = load_ser_data(cfg.data, cfg.feature_type, cfg.features_root, cfg.fusion_streams,
-                         class_names=_label_set(cfg), max_frames=cfg.max_frames,
-                         feature_hashes=cfg.feature_hashes(
-                             stream_names(cfg.feature_type, cfg.fusion_streams)),
-                         speaker_norm=cfg.speaker_norm)
+    raw = load_ser_data(cfg.data, cfg.feature_type, cfg.features_root, cfg.fusion_streams,
+                        class_names=_label_set(cfg), max_frames=cfg.max_frames,
+                        feature_hashes=cfg.feature_hashes(
+                            stream_names(cfg.feature_type, cfg.fusion_streams)))
+    data = standardise_groups(raw, speaker_groups(raw)) if cfg.speaker_norm else raw
     _check_label_set(cfg, data)
     check_model_input(cfg, data)
-    copies = _vtlp_copies(cfg, data)
+    copies = _vtlp_copies(cfg, raw)
     if cfg.batch_size > data.n:
         raise ExperimentError(f"--batch_size {cfg.batch_size} is larger than the "
                               f"{data.n} files of {data.dataset}")
@@ -356,16 +357,12 @@ def run_training(cfg: RunConfig) -> dict:
                             peak_memory_mb=peak_mb, visualize=cfg.visualize)
 
 
-def _vtlp_copies(cfg: RunConfig, data: SERData) -> list[SERData]:
-    """`--vtlp`: one warped copy of the corpus per factor, from its unstandardised frames
-    (loaded again when --speaker_norm standardised `data`); [] without the flag."""
+def _vtlp_copies(cfg: RunConfig, raw: SERData) -> list[SERData]:
+    """`--vtlp`: one warped copy of the corpus per factor, made from its unstandardised frames
+    `raw`; [] without the flag."""
     factors = cfg.vtlp_factors()
     if not factors:
         return []
-    raw = data if not cfg.speaker_norm else load_ser_data(
-        cfg.data, cfg.feature_type, cfg.features_root, cfg.fusion_streams,
-        class_names=data.class_names, max_frames=cfg.max_frames,
-        feature_hashes=cfg.feature_hashes(stream_names(cfg.feature_type, cfg.fusion_streams)))
     log.info("--vtlp: the training files of every fold again warped by %s",
              ", ".join(f"{f:g}" for f in factors))
     return vtlp_copies(raw, factors, cfg.speaker_norm)
