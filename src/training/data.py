@@ -156,6 +156,27 @@ def load_ser_data(dataset: str, feature_type: str, features_root: str | Path,
     return standardise_groups(data, speaker_groups(data)) if speaker_norm else data
 
 
+def concatenate(parts: list[SERData]) -> SERData:
+    """The rows of `parts` one after the other (corpus, classes and extraction of the first);
+    frame-level streams are zero padded to the longest of them."""
+    first = parts[0]
+    streams = {}
+    for name in first.streams:
+        frames = max(p.streams[name].shape[1] for p in parts)
+        streams[name] = np.concatenate([_pad_time(p.streams[name], frames) for p in parts])
+    return dataclasses.replace(
+        first, streams=streams, lengths=np.concatenate([p.lengths for p in parts]),
+        labels=np.concatenate([p.labels for p in parts]).astype(first.labels.dtype),
+        metadata=pd.concat([p.metadata for p in parts], ignore_index=True))
+
+
+def _pad_time(array: np.ndarray, frames: int) -> np.ndarray:
+    """(N, T, D) zero padded to (N, frames, D)."""
+    if array.shape[1] == frames:
+        return array
+    return np.pad(array, ((0, 0), (0, frames - array.shape[1]), (0, 0)))
+
+
 def speaker_groups(data: SERData) -> np.ndarray:
     """(N,) speaker id of every utterance ("" where the corpus names none: one group)."""
     if "speaker" not in data.metadata:

@@ -14,9 +14,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pandas as pd
 
-from src.training.data import SERData
+from src.training.data import SERData, concatenate
 
 
 def round_share(round_index: int, rounds: int) -> float:
@@ -51,22 +50,6 @@ def with_pseudo_labelled(train: SERData, target: SERData, index: np.ndarray,
     """`train` followed by target files `index` carrying `labels` (class indices of
     train.class_names); frame-level streams are zero padded to the longer of the two."""
     extra = target.subset(index)
-    streams = {}
-    for name, array in train.streams.items():
-        other = extra.streams[name]
-        t = max(array.shape[1], other.shape[1])
-        streams[name] = np.concatenate([_pad_time(array, t), _pad_time(other, t)])
-    metadata = pd.concat([train.metadata, extra.metadata.assign(label=[
-        train.class_names[c] for c in labels])], ignore_index=True)
-    return dataclasses.replace(train, streams=streams,
-                               lengths=np.concatenate([train.lengths, extra.lengths]),
-                               labels=np.concatenate([train.labels, labels]).astype(
-                                   train.labels.dtype),
-                               metadata=metadata)
-
-
-def _pad_time(array: np.ndarray, frames: int) -> np.ndarray:
-    """(N, T, D) zero padded to (N, frames, D)."""
-    if array.shape[1] == frames:
-        return array
-    return np.pad(array, ((0, 0), (0, frames - array.shape[1]), (0, 0)))
+    extra = dataclasses.replace(extra, labels=np.asarray(labels), metadata=extra.metadata.assign(
+        label=[train.class_names[c] for c in labels]))
+    return concatenate([train, extra])

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from src.data_processing.vtlp import log_mel_warp, mfcc_warp
-from src.training.data import DataError, SERData, speaker_groups, standardise_groups
+from src.training.data import (DataError, SERData, concatenate, speaker_groups,
+                               standardise_groups)
 
 __all__ = ["warp_matrix", "warped", "vtlp_copies", "with_copies"]
 
@@ -63,10 +64,4 @@ def with_copies(train: SERData, data: SERData, copies: list[SERData]) -> SERData
     rows = position.get_indexer(train.file_ids)
     if (rows < 0).any():
         raise DataError("with_copies: the training files are not all in the corpus")
-    parts = [train] + [copy.subset(rows) for copy in copies]
-    return dataclasses.replace(
-        train,
-        streams={k: np.concatenate([p.streams[k] for p in parts]) for k in train.streams},
-        lengths=np.concatenate([p.lengths for p in parts]),
-        labels=np.concatenate([p.labels for p in parts]),
-        metadata=pd.concat([p.metadata for p in parts], ignore_index=True))
+    return concatenate([train] + [copy.subset(rows) for copy in copies])
