@@ -114,6 +114,8 @@ def test_adaptation_folds_shared_between_processes_match_one_process(corpora, tm
     assert run(corpora, tmp_path, *args, "--run_id", "shared", "--folds", "2") == 0
     root = tmp_path / "models" / "EMODB" / "MFCC"
     assert sorted(p.name for p in (root / "shared").glob("fold_*")) == ["fold_02"]
+    partial = json.loads((tmp_path / "results" / "shared" / "metrics.json").read_text())
+    assert (partial["n_folds"], partial["n_folds_total"], partial["complete"]) == (1, 2, False)
     a = json.loads((root / "whole" / "fold_02" / "result.json").read_text())
     b = json.loads((root / "shared" / "fold_02" / "result.json").read_text())
     assert a["target"]["probs"] == b["target"]["probs"]
@@ -124,7 +126,7 @@ def test_adaptation_folds_shared_between_processes_match_one_process(corpora, tm
     assert "fold  2/2: already finished (target UAR" in capsys.readouterr().out
     whole = json.loads((tmp_path / "results" / "whole" / "metrics.json").read_text())
     shared = json.loads((tmp_path / "results" / "shared" / "metrics.json").read_text())
-    assert shared["n_folds"] == 2
+    assert shared["n_folds"] == 2 and shared["complete"] is True
     assert shared["uar_mean"] == pytest.approx(whole["uar_mean"], abs=1e-12)
 
 

@@ -199,6 +199,8 @@ def test_folds_shared_between_processes_match_one_process(synthetic_features, tm
     assert sorted(p.name for p in shared.glob("fold_*")) == ["fold_03"]
     report = json.loads((tmp_path / "results" / "shared" / "metrics.json").read_text())
     assert report["n_folds"] == 1
+    assert report["n_folds_total"] == 3 and report["complete"] is False
+    assert "shared: PARTIAL, 1 of 3 folds finished" in capsys.readouterr().out
 
     # a fold another process finishes while this one trains still reaches this report
     import shutil
@@ -223,7 +225,7 @@ def test_folds_shared_between_processes_match_one_process(synthetic_features, tm
         b = json.loads((shared / fold / "result.json").read_text())
         assert a["probs"] == b["probs"] and a["file_ids"] == b["file_ids"]
     report = json.loads((tmp_path / "results" / "shared" / "metrics.json").read_text())
-    assert report["n_folds"] == 3
+    assert report["n_folds"] == 3 and report["complete"] is True
     assert cli(synthetic_features, tmp_path, *args, "--run_id", "shared", "--folds", "4") == 2
     assert "--folds 4: this run has folds 1-3" in capsys.readouterr().err
 

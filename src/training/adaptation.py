@@ -323,7 +323,8 @@ def run_adaptation(cfg: RunConfig) -> dict:
         describe=describe_adapted_fold)
     if cfg.visualize:
         _plot_embeddings(source, target, model_dir, result_dir, run_id)
-    return write_cross_corpus_reports(result_dir, run_id, saved, results, names)
+    return write_cross_corpus_reports(result_dir, run_id, saved, results, names,
+                                      n_folds_total=len(folds))
 
 
 # ---------------------------------------------------------------------------- testing

@@ -36,9 +36,9 @@ def fold_ensemble_metrics(evaluations: list[dict], names: list[str]) -> dict | N
 
 
 def write_cross_corpus_reports(result_dir: Path, run_id: str, saved: dict, results: list[dict],
-                               names: list[str]) -> dict:
+                               names: list[str], n_folds_total: int | None = None) -> dict:
     """report.xlsx on the target corpus (main figures) and source_report.xlsx on held-out
-    source folds."""
+    source folds; n_folds_total as in `write_run_report`."""
     from src.training.report import write_run_report  # heavy: matplotlib, sklearn
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -57,12 +57,13 @@ def write_cross_corpus_reports(result_dir: Path, run_id: str, saved: dict, resul
               f"F1 {100 * ensemble['macro_f1']:.2f}%")
     if all("source" in r for r in results):
         source_summary = write_run_report(result_dir / "source", f"{run_id} (source folds)",
-                                          saved, [flatten(r, "source") for r in results], names)
+                                          saved, [flatten(r, "source") for r in results], names,
+                                          n_folds_total=n_folds_total)
         extra["source"] = {k: v for k, v in source_summary.items()
                            if k.endswith("_mean") or k.endswith("_std")}
     return write_run_report(result_dir, f"{run_id} (target {saved.get('target_data')})",
                             saved, [flatten(r, "target") for r in results], names,
-                            peak_memory_mb=peak_mb, extra=extra)
+                            peak_memory_mb=peak_mb, extra=extra, n_folds_total=n_folds_total)
 
 
 def _plot_embeddings(source: SERData, target: SERData, model_dir: Path, result_dir: Path,

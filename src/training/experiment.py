@@ -354,7 +354,8 @@ def run_training(cfg: RunConfig) -> dict:
         return {}
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return write_run_report(result_dir, run_id, saved, results, data.class_names,
-                            peak_memory_mb=peak_mb, visualize=cfg.visualize)
+                            peak_memory_mb=peak_mb, visualize=cfg.visualize,
+                            n_folds_total=len(folds))
 
 
 def _vtlp_copies(cfg: RunConfig, raw: SERData) -> list[SERData]:

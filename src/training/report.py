@@ -74,8 +74,13 @@ def _base_selection_note(run_config: dict) -> str:
 
 def write_run_report(result_dir: Path, run_id: str, saved: dict, results: list[dict],
                      class_names: list[str], peak_memory_mb: float = 0.0,
-                     visualize: bool = False, title: str = "", extra: dict | None = None) -> dict:
-    """Write report.xlsx, predictions.csv, metrics.json, config.json and PNGs; return summary."""
+                     visualize: bool = False, title: str = "", extra: dict | None = None,
+                     n_folds_total: int | None = None) -> dict:
+    """Write report.xlsx, predictions.csv, metrics.json, config.json and PNGs; return summary.
+
+    n_folds_total: the run's fold count when `results` may hold fewer (folds shared among
+    processes with --folds): metrics.json records it and `complete`, and the printed line says
+    how many folds the figures cover."""
     result_dir = Path(result_dir)
     result_dir.mkdir(parents=True, exist_ok=True)
     run = saved["run"]
@@ -97,7 +102,8 @@ def write_run_report(result_dir: Path, run_id: str, saved: dict, results: list[d
         "run_id": run_id, "mode": run.get("mode"), "data": run.get("data"),
         "target_data": run.get("target_data") or None, "feature_type": run.get("feature_type"),
         "protocol": run.get("protocol"), "val_policy": run.get("val_policy"), "note": note,
-        "n_folds": len(results), "class_names": class_names,
+        "n_folds": len(results), "n_folds_total": n_folds_total or len(results),
+        "complete": len(results) >= (n_folds_total or len(results)), "class_names": class_names,
         **{f"{k}_mean": float(summary[k]["mean"]) for k in _METRIC_KEYS},
         **{f"{k}_std": float(summary[k]["std"]) for k in _METRIC_KEYS},
         **{f"{k}_pooled": v for k, v in summary["pooled"].items()},
@@ -117,6 +123,9 @@ def write_run_report(result_dir: Path, run_id: str, saved: dict, results: list[d
     io.write_json(result_dir / "config.json", saved)
     io.write_json(result_dir / "metrics.json", metrics)
     line = format_summary_line(summary)
+    if not metrics["complete"]:
+        line = (f"PARTIAL, {len(results)} of {n_folds_total} folds finished (the others are "
+                f"another process's or not run yet): {line}")
     print(f"\n{run_id}: {line}\n{note}\nreport: {result_dir / 'report.xlsx'}")
     if "test_fold_best_war_mean" in metrics:
         print(f"best epoch on the TEST fold (optimistic): WAR "
