@@ -495,6 +495,7 @@ def test_collect_runs_kinds_and_columns(fake_results, capsys):
     assert row["setting"] == "EMODB->RAVDESS" and row["source_uar_mean"] == 0.8
     plain = frame.set_index("run_id").loc["emodb-mfcc"]
     assert pd.isna(plain["da_method"])                          # DA flags blank for train runs
+    assert plain["n_folds_total"] == plain["n_folds"] == 2      # runs from before the key
     seeds = frame[frame["run_id"].isin(["e2r-lmmd-s1", "e2r-lmmd-s2"])]["config"]
     assert seeds.nunique() == 1                                 # seeds share a configuration
 

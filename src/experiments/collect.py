@@ -98,6 +98,7 @@ def _row(run_dir: Path, metrics: dict) -> dict:
             row[key] = None
         row["setting"] = data
     row["n_folds"] = metrics.get("n_folds")
+    row["n_folds_total"] = metrics.get("n_folds_total") or metrics.get("n_folds")  # older runs
     for key in METRICS:
         row[f"{key}_mean"] = metrics.get(f"{key}_mean")
         row[f"{key}_std"] = metrics.get(f"{key}_std")
