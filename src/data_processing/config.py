@@ -13,7 +13,10 @@ from typing import Any
 
 FRAME_FEATURES = ("MFCC", "LogMel", "HuBERT")
 SMILE_FEATURES = ("eGeMAPS", "ComParE")  # openSMILE eGeMAPSv02 and ComParE_2016
-FEATURE_TYPES = FRAME_FEATURES + SMILE_FEATURES
+ENCODER_FEATURES = ("GE2E",)  # pretrained speaker encoder (resemblyzer), speaker_encoder.py
+# features with a level (`smile_level`): one vector per utterance or frames on the 20 ms grid
+LEVELLED_FEATURES = SMILE_FEATURES + ENCODER_FEATURES
+FEATURE_TYPES = FRAME_FEATURES + LEVELLED_FEATURES
 SMILE_LEVELS = ("functionals", "lld")
 FUSION = "FUSION"
 
@@ -46,7 +49,7 @@ class ExtractionConfig:
     hubert_path: str = "facebook/hubert-base-ls960"
     hubert_layer: int = -1
     hubert_chunk_seconds: float = 20.0
-    # openSMILE: one vector per utterance (functionals) or frames on the 20 ms grid (lld)
+    # openSMILE and GE2E: one vector per utterance (functionals) or frames on the 20 ms grid (lld)
     smile_level: str = "functionals"
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,7 +76,7 @@ class ExtractionConfig:
             "HuBERT": common + ["hubert_path", "hubert_layer", "hubert_chunk_seconds"],
         }
         lld_grid = ["hop_length"] if self.smile_level == "lld" else []
-        for name in SMILE_FEATURES:
+        for name in LEVELLED_FEATURES:
             per_feature[name] = common + ["smile_level"] + lld_grid
         if feature not in per_feature:
             raise ValueError(f"unknown feature {feature!r}; expected one of {FEATURE_TYPES}")
@@ -90,10 +93,10 @@ def expected_frames(n_samples: int, config: ExtractionConfig) -> int:
 
 def is_utterance_level(feature: str, config: ExtractionConfig | dict) -> bool:
     """True when `feature` made with `config` is one vector per utterance (stored as (1, dims)):
-    openSMILE functionals. Every other feature is frame-level (frames, dims)."""
+    openSMILE and GE2E functionals. Every other feature is frame-level (frames, dims)."""
     level = config.get("smile_level", "functionals") if isinstance(config, dict) \
         else config.smile_level
-    return feature in SMILE_FEATURES and level == "functionals"
+    return feature in LEVELLED_FEATURES and level == "functionals"
 
 
 def timnet_config(dataset: str) -> ExtractionConfig:

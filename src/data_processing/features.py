@@ -23,10 +23,11 @@ import numpy as np
 import scipy.fft
 
 from .audio import AudioError, load_audio
-from .config import FEATURE_TYPES, SMILE_FEATURES, ExtractionConfig
+from .config import ENCODER_FEATURES, FEATURE_TYPES, SMILE_FEATURES, ExtractionConfig
 from .config import expected_frames  # noqa: F401 - part of this module's interface
 from .hubert import HubertExtractor
 from .smile import extract_smile
+from .speaker_encoder import extract_ge2e
 
 SPECTRAL_FEATURES = ("MFCC", "LogMel")
 
@@ -95,14 +96,16 @@ def extract_spectral(y: np.ndarray, config: ExtractionConfig,
 
 def extract_arrays(y: np.ndarray, config: ExtractionConfig,
                    features: Iterable[str]) -> dict[str, np.ndarray]:
-    """Spectral (MFCC, LogMel) and openSMILE (eGeMAPS, ComParE) features of one conditioned
-    waveform: {feature: float32 (frames, dims), or (1, dims) for openSMILE functionals}."""
-    names = check_features(features, SPECTRAL_FEATURES + SMILE_FEATURES)
+    """Spectral (MFCC, LogMel), openSMILE (eGeMAPS, ComParE) and GE2E features of one
+    conditioned waveform: {feature: float32 (frames, dims), or (1, dims) for functionals}."""
+    names = check_features(features, SPECTRAL_FEATURES + SMILE_FEATURES + ENCODER_FEATURES)
     spectral = [n for n in names if n in SPECTRAL_FEATURES]
     out = extract_spectral(y, config, spectral) if spectral else {}
     for name in names:
         if name in SMILE_FEATURES:
             out[name] = extract_smile(y, config, name)
+        elif name in ENCODER_FEATURES:
+            out[name] = extract_ge2e(y, config)
     return {name: out[name] for name in names}
 
 

@@ -26,6 +26,7 @@ from .audio import AudioError, condition, read_audio
 from .config import FEATURE_TYPES, ExtractionConfig
 from .features import check_features
 from .hubert import HubertExtractor
+from .speaker_encoder import require_encoder
 from .workers import _init_worker, _mp_context, _one_blas_thread, _process_file, _warm_up
 
 HUBERT_FILES_PER_BATCH = 16
@@ -282,9 +283,11 @@ def extract_dataset(corpus_df: pd.DataFrame, config: ExtractionConfig,
     the spectral features (None = os.cpu_count(); 0 = in this process). Files whose arrays exist
     are reused unless `overwrite`. Raises ExtractionError after writing when a feature has no
     usable file, or with `strict` when any file failed; HubertUnavailable when HuBERT weights
-    cannot be loaded.
+    cannot be loaded; EncoderUnavailable when GE2E is asked for without resemblyzer.
     """
     names = check_features(features, FEATURE_TYPES)
+    if "GE2E" in names:
+        require_encoder()
     if corpus_df is None or len(corpus_df) == 0:
         raise ExtractionError("the corpus is empty")
     missing = [c for c in ("file_id", "path", "label") if c not in corpus_df.columns]
@@ -303,7 +306,7 @@ def extract_dataset(corpus_df: pd.DataFrame, config: ExtractionConfig,
     features_root = Path(features_root)
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     summary: dict[str, dict] = {}
-    per_file = [name for name in names if name != "HuBERT"]  # spectral and openSMILE
+    per_file = [name for name in names if name != "HuBERT"]  # spectral, openSMILE, GE2E
     set_dirs = [store.feature_set_dir(features_root, dataset, name, config) for name in names]
     with store.lock_sets(set_dirs):  # one extraction per set at a time
         for set_dir in set_dirs:

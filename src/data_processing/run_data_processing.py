@@ -1,10 +1,10 @@
-"""Extract MFCC / LogMel / HuBERT / openSMILE (eGeMAPS, ComParE) feature sets for a corpus.
+"""Extract MFCC / LogMel / HuBERT / openSMILE (eGeMAPS, ComParE) / GE2E feature sets for a corpus.
 
     python -m src.data_processing.run_data_processing --dataset EMODB --features MFCC,LogMel
 
 Each feature goes to data/features/<DATASET>/<FEATURE>/<hash>/ (see store.py). MFCC and LogMel
-come from one STFT per file and openSMILE's sets from its library, computed in worker processes
-(`--smile_level functionals|lld`, see smile.py); HuBERT runs in this process, batched (the
+come from one STFT per file, openSMILE's sets from its library and GE2E from a pretrained speaker
+encoder (speaker_encoder.py), computed in worker processes (`--smile_level functionals|lld`); HuBERT runs in this process, batched (the
 pipeline is pipeline.py; this module is its command line).
 A rerun skips files whose arrays already exist (resume after an interruption); --overwrite
 recomputes them. Unusable files are listed in failures.csv with the reason.
@@ -37,6 +37,7 @@ from .download import DownloadError, download_corpus
 from .features import check_features
 from .hubert import HubertUnavailable
 from .pipeline import ExtractionError, extract_dataset
+from .speaker_encoder import EncoderUnavailable
 
 __all__ = ["ExtractionError", "build_parser", "config_from_args", "extract_dataset",
            "format_summary", "main"]
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="folder name for a CSV corpus's feature sets (default: the "
                                   "manifest's file name, upper-cased, e.g. my-set.csv -> MY_SET)")
     p.add_argument("--features", type=_parse_features, default=("MFCC", "LogMel"),
-                   help="comma-separated subset of MFCC,LogMel,HuBERT,eGeMAPS,ComParE "
+                   help="comma-separated subset of MFCC,LogMel,HuBERT,eGeMAPS,ComParE,GE2E "
                         "(default MFCC,LogMel)")
     p.add_argument("--workers", type=_non_negative_int, default=os.cpu_count() or 1,
                    help="worker processes for MFCC/LogMel (default: CPU count; 0 = in-process)")
@@ -135,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HuBERT folder or hub id (default facebook/hubert-base-ls960)")
     g.add_argument("--hubert_layer", type=int, help="-1 = last hidden state")
     g.add_argument("--smile_level", choices=SMILE_LEVELS,
-                   help="eGeMAPS/ComParE: functionals (one vector per utterance, default) or lld "
-                        "(low-level descriptors resampled to the 20 ms frame grid)")
+                   help="eGeMAPS/ComParE/GE2E: functionals (one vector per utterance, default) or "
+                        "lld (low-level descriptors / encoder states on the 20 ms frame grid)")
     return p
 
 
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - clear one-line errors, never a traceback
-        if isinstance(exc, (HubertUnavailable, DownloadError, ValueError)):
+        if isinstance(exc, (HubertUnavailable, EncoderUnavailable, DownloadError, ValueError)):
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return 2
         if isinstance(exc, OSError):

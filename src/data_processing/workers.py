@@ -130,6 +130,6 @@ def _warm_up(config: ExtractionConfig, names) -> None:
     (not counted in `seconds`)."""
     extract_spectral(np.full(max(config.n_fft, config.win_length), 0.1, dtype=np.float32),
                      config, [n for n in names if n in SPECTRAL_FEATURES] or ["MFCC"])
-    for name in names:
-        if name not in SPECTRAL_FEATURES:
+    for name in names:  # GE2E (torch) loads in each worker: forking after torch is unsafe
+        if name in smile.SMILE_SETS:
             smile.smile_extractor(name, config.smile_level)

@@ -25,6 +25,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Iterator
 
+from src.data_processing.config import FEATURE_TYPES, FUSION
+
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODES = ("train", "test", "predict", "train-lmmd", "test-cross-corpus")
@@ -61,8 +63,8 @@ class RunFlags:
 
     mode: str = flag("train", "run", "what to do", identity="prefix", choices=MODES)
     data: str = flag("EMODB", "input", "corpus: EMODB, RAVDESS or a CSV corpus name")
-    feature_type: str = flag("MFCC", "input", "feature stream(s) to train on", choices=(
-        "MFCC", "LogMel", "HuBERT", "eGeMAPS", "ComParE", "FUSION"))
+    feature_type: str = flag("MFCC", "input", "feature stream(s) to train on",
+                             choices=FEATURE_TYPES + (FUSION,))
     fusion_streams: str = flag("MFCC,LogMel", "input", "streams of FUSION, comma separated")
     feature_set: str = flag("", "input", "feature-set hash(es) to train on when several "
                             "extraction settings exist: HASH, or MFCC=h1,LogMel=h2 (default: the "
