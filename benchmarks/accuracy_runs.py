@@ -130,6 +130,34 @@ for _source, _target in (("RAVDESS", "EMODB"), ("EMODB", "RAVDESS")):
                          _FIVE_CLASSES, "--split_fold", "10", "--max_folds", "3"] + _MLP_DA})
 
 
+# GE2E: the pretrained speaker encoder's states summarised per utterance (session 21), the same
+# utterance-level protocols as the openSMILE rows above, beside them in the same run.
+ACCURACY_PREP += [
+    ["-m", "src.data_processing.run_data_processing", "--dataset", name, "--features", "GE2E"]
+    for name in ("EMODB", "RAVDESS")]
+ACCURACY_RUNS += [
+    *({"name": f"emodb-ge2e-{model}-loso",
+       "args": _UTT + ["--data", "EMODB", "--feature_type", "GE2E", "--model", model,
+                       "--protocol", "loso"]} for model in ("logreg", "svm")),
+    *({"name": f"{data.lower()}-ge2e-logreg-{protocol}",
+       "args": _UTT + ["--data", data, "--feature_type", "GE2E", "--model", "logreg",
+                       "--protocol", protocol]}
+      for data, protocol in (("EMODB", "kfold"), ("RAVDESS", "kfold"), ("RAVDESS", "loso"))),
+]
+for _source, _target in (("RAVDESS", "EMODB"), ("EMODB", "RAVDESS")):
+    _args = [a if a != "eGeMAPS" else "GE2E" for a in _CROSS_UTT] + [
+        "--data", _source, "--target_data", _target]
+    _direction = f"{_source.lower()}-to-{_target.lower()}-ge2e"
+    ACCURACY_RUNS += [
+        {"name": f"{_direction}-logreg-labelfree-c-selftrain4",
+         "args": _args + ["--model", "logreg", "--da_method", "none", "--select_C",
+                          "label_free", "--self_training", "4"]},
+        *({"name": f"{_direction}-mlp-{method}",
+           "args": _args + _MLP_DA + ["--da_method", method, "--lmmd_weight", "1.0"]}
+          for method in ("none", "lmmd")),
+    ]
+
+
 # Late fusion of finished runs of this list (src.experiments.late_fusion): "fuses" names them;
 # "args" are the first fused run's, for the row's corpus and protocol.
 _OPENSMILE_LOSO = [f"emodb-{feature.lower()}-{model}-loso" for feature in ("ComParE", "eGeMAPS")

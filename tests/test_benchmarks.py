@@ -181,8 +181,9 @@ def test_accuracy_runs_parse_with_the_training_cli():
             assert cfg.label_set == "angry,fear,happy,neutral,sad"
             assert (cfg.domain_norm, cfg.speaker_norm) == ((True, False) if cfg.data == "RAVDESS"
                                                            else (False, True))
-        elif cfg.mode == "train-lmmd":  # openSMILE functionals, five or six classes, per speaker
-            feature = "ComParE" if "-compare-" in entry["name"] else "eGeMAPS"
+        elif cfg.mode == "train-lmmd":  # utterance vectors, five or six classes, per speaker
+            feature = ("ComParE" if "-compare-" in entry["name"] else
+                       "GE2E" if "-ge2e-" in entry["name"] else "eGeMAPS")
             assert (cfg.feature_type, cfg.max_folds, cfg.speaker_norm) == (feature, 3, True)
             assert cfg.label_set == ("angry,disgust,fear,happy,neutral,sad" if "-six-" in
                                      entry["name"] else "angry,fear,happy,neutral,sad")
