@@ -55,12 +55,14 @@ def permuted_target_copy(corpora: Path, dest: Path, seed: int) -> Path:
     return dest
 
 
-def test_mlp_adaptation_never_reads_target_labels(corpora, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--lmmd_targets", "teacher"]],
+                         ids=["own-predictions", "logreg-teacher"])
+def test_mlp_adaptation_never_reads_target_labels(corpora, tmp_path, extra):
     import keras
 
     dest = permuted_target_copy(corpora, tmp_path / "permuted", seed=3)
     args = ["--mode", "train-lmmd", "--model", "mlp", "--epoch", "3", "--speaker_norm",
-            "--run_id", "same", *FAST]
+            "--run_id", "same", *FAST, *extra]
     assert run(corpora, tmp_path / "a", *args) == 0
     assert run(dest, tmp_path / "b", *args) == 0
     load = [keras.models.load_model(tmp_path / side / "models" / "EMODB" / "eGeMAPS" / "same" /
@@ -101,6 +103,40 @@ def test_lmmd_on_the_mlp_recovers_an_affine_class_shift():
         accuracy[method] = (estimator.predict_proba(target).argmax(1) == target.labels).mean()
     assert accuracy["none"] < 0.75  # the shift costs the unadapted MLP
     assert accuracy["lmmd"] > accuracy["none"] + 0.15
+
+
+def test_teacher_probabilities_are_lmmds_target_weights():
+    """With --lmmd_targets teacher the target batches carry the teacher's probabilities, and
+    the LMMD term of a training step is computed with them, not with the model's own."""
+    import keras
+
+    from src.models.adaptation import DomainAdaptationTrainer
+    from src.models.lmmd_loss import lmmd_loss
+    from src.training.data import make_dataset
+
+    rng = np.random.default_rng(0)
+    source, target = _affine_domain(rng, 0, 0, "s"), _affine_domain(rng, 40, 2.0, "t")
+    teacher = rng.dirichlet(np.ones(3), size=target.n).astype(np.float32)
+    cfg = RunConfig(model="mlp", mlp_units="16,8", mlp_dropout=0.0, verbose=0, val_fraction=0)
+    seed_everything(1)
+    classifier = KerasEstimator(cfg, source.class_names).build(source)
+    xs, ys = next(iter(make_dataset(source, 32, 0, 3, training=True)))
+    xt, qt = next(iter(make_dataset(target, 32, 1, 3, training=True, soft_labels=teacher)))
+    vectors = target.streams["eGeMAPS"][:, 0]
+    batch_rows = [int(np.flatnonzero((vectors == row).all(1))[0])
+                  for row in xt["eGeMAPS"].numpy()[:, 0]]
+    np.testing.assert_allclose(qt.numpy(), teacher[batch_rows])  # the teacher's rows, in order
+    embed = keras.Model(classifier.inputs, [classifier.get_layer("embedding").output,
+                                            classifier.output])
+    (es, _), (et, pt) = embed(xs), embed(xt)
+    trainer = DomainAdaptationTrainer(classifier, method="lmmd", weight=1.0, total_steps=1,
+                                      label_smoothing=0.0)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.0))
+    trainer.step.assign(1.0)  # past the ramp: lambda = 1
+    logs = trainer.train_step(((xs, ys), (xt, qt)))
+    expected = float(lmmd_loss(es, et, ys, qt))
+    assert float(logs["da_loss"]) == pytest.approx(expected, rel=1e-4)
+    assert abs(expected - float(lmmd_loss(es, et, ys, pt))) > 1e-3  # not the model's own
 
 
 def test_target_speaker_norm_uses_speaker_ids_not_labels(corpora):

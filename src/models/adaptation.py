@@ -7,7 +7,9 @@ Each training step takes a labelled source batch (xs, ys) and an unlabelled targ
     loss = CE(ys, p_s)                                                   (none)
          + target_entropy * lambda(step) * mean_i H(p_t,i)               (optional, any method)
 
-e = the classifier's layer "embedding", p = its softmax output; lambda(step) = 0 during the
+e = the classifier's layer "embedding", p = its softmax output (LMMD's target class weights,
+or, when the target batches carry them, a teacher's fixed probabilities q_t: xt is then
+(x_t, q_t)); lambda(step) = 0 during the
 warm-up steps, then 2 / (1 + exp(-10 p)) - 1 over the remaining steps' progress p (DANN/DSAN).
 D is `DOMAIN_LOSSES[method]`. Target labels never enter: the target input is features only.
 The entropy term (Grandvalet & Bengio 2005; used with DSAN-style alignment in many SER
@@ -103,6 +105,7 @@ class DomainAdaptationTrainer(keras.Model):
 
     def train_step(self, data):
         (xs, ys), xt = data
+        xt, qt = xt if isinstance(xt, tuple) else (xt, None)  # q_t: a teacher's probabilities
         lam = self.ramp()
         domain_loss = DOMAIN_LOSSES[self.method]
         with tf.GradientTape() as tape:
@@ -113,7 +116,7 @@ class DomainAdaptationTrainer(keras.Model):
                 et, pt = self.embedder(xt, training=True)
                 entropy = mean_entropy(pt)
                 if domain_loss is not None:
-                    da_loss = domain_loss(self, es, et, ys, pt, lam)
+                    da_loss = domain_loss(self, es, et, ys, pt if qt is None else qt, lam)
             # DANN already scales its gradient by lambda in the reversal layer
             scale = self.weight if self.method == "dann" else lam * self.weight
             loss = cls_loss + scale * da_loss + self.target_entropy * lam * entropy

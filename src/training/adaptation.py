@@ -150,10 +150,12 @@ def build_adaptation_trainer(classifier, cfg: RunConfig, total_steps: int,
 
 
 def fit_adapted(classifier, train: SERData, val: SERData | None, target: SERData,
-                cfg: RunConfig, seed: int, fold_dir: Path | None):
+                cfg: RunConfig, seed: int, fold_dir: Path | None,
+                target_probs: np.ndarray | None = None):
     """Train Keras `classifier` on `train` with the domain term towards `target` (whose labels
     are dropped before batching); returns (history, epoch seconds, the collapse guard or the
-    label-free epoch selector, or None)."""
+    label-free epoch selector, or None). target_probs (N_target, C): a teacher's predictions,
+    batched with the target files as LMMD's target class weights (`--lmmd_targets teacher`)."""
     import keras  # heavy: keras
     import tensorflow as tf  # heavy: tensorflow
 
@@ -164,8 +166,12 @@ def fit_adapted(classifier, train: SERData, val: SERData | None, target: SERData
     n_classes = len(train.class_names)
     source_ds = make_dataset(train, cfg.batch_size, seed, n_classes, training=True,
                              balanced=cfg.balanced_batches, mixup=cfg.mixup)
-    target_ds = make_dataset(target, cfg.batch_size, seed + 10_000, n_classes, training=True)
-    target_inputs = target_ds.map(lambda x, y: x).repeat()  # labels dropped here, never read
+    target_ds = make_dataset(target, cfg.batch_size, seed + 10_000, n_classes, training=True,
+                             soft_labels=target_probs)
+    if target_probs is None:
+        target_inputs = target_ds.map(lambda x, y: x).repeat()  # labels dropped, never read
+    else:
+        target_inputs = target_ds.repeat()  # (x, the teacher's probabilities)
     train_ds = tf.data.Dataset.zip((source_ds, target_inputs))
     val_ds = make_dataset(val, cfg.batch_size, None, n_classes, training=False) if val else None
     timer = epoch_timer()
@@ -259,7 +265,10 @@ def _fit_fold(cfg: RunConfig, train: SERData, val: SERData | None, target: SERDa
     selection = None  # --select_C label_free: the C grid, its scores and the chosen C
     if isinstance(estimator, KerasEstimator):
         classifier = estimator.build(train, normalise=not cfg.domain_norm)
-        history, times, guard = fit_adapted(classifier, train, val, target, cfg, seed, fold_dir)
+        teacher_probs = (lmmd_teacher_probs(cfg, train, target, seed, fold)
+                         if cfg.lmmd_targets == "teacher" else None)
+        history, times, guard = fit_adapted(classifier, train, val, target, cfg, seed, fold_dir,
+                                            teacher_probs)
     elif cfg.select_C == "label_free":
         selection = estimator.fit_label_free(train, target, seed)
         (history, times), guard = ({}, []), None
@@ -270,6 +279,20 @@ def _fit_fold(cfg: RunConfig, train: SERData, val: SERData | None, target: SERDa
     if history and not np.isfinite(history["loss"]).all():
         raise NonFiniteLoss(f"fold {fold}: loss became NaN/Inf; lower --lr or --lmmd_weight")
     return estimator, history, times, guard, selection
+
+
+def lmmd_teacher_probs(cfg: RunConfig, train: SERData, target: SERData, seed: int,
+                       fold: int) -> np.ndarray:
+    """`--lmmd_targets teacher`: (N_target, C) probabilities of a logreg with the label-free C
+    fitted on `train` (the target's labels are never read)."""
+    teacher = make_estimator(RunConfig.from_dict({**cfg.to_dict(), "model": "logreg",
+                                                  "da_method": "none", "lmmd_targets": "model",
+                                                  "select_C": "label_free"}),
+                             train.class_names)
+    chosen = teacher.fit_label_free(train, target, seed)["selected_C"]
+    log.info("fold %d: LMMD target weights from a logreg teacher (label-free C %g)", fold,
+             chosen)
+    return teacher.predict_proba(target)
 
 
 def collapse_warning(source_pred: np.ndarray, n_classes: int, cfg: RunConfig) -> str | None:

@@ -329,7 +329,8 @@ def mixup_partners(batch_size: int, alpha: float, rng: np.random.Generator
 
 def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: int,
                  training: bool, n_slices: int = 1, slices: Sequence[int] = (0,),
-                 repeat: bool = False, balanced: bool = False, mixup: float = 0.0):
+                 repeat: bool = False, balanced: bool = False, mixup: float = 0.0,
+                 soft_labels: np.ndarray | None = None):
     """tf.data pipeline of ({stream: (B,T,D), "length": (B,)}, one-hot (B,C)) batches.
 
     Index batches come from `length_sorted_batches`; each batch gathers its rows from in-memory
@@ -346,6 +347,8 @@ def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: in
     (`mixup_partners`, Beta(mixup, mixup)); features and one-hot labels are mixed with the same
     weight and the length is the longer of the two. Drawn from its own generator, so the batch
     order is the one without mixup.
+    soft_labels (N, C): batch these rows instead of the one-hot labels (a teacher's
+    probabilities; `data.labels` is then not read).
     """
     import tensorflow as tf  # heavy: tensorflow
 
@@ -357,7 +360,8 @@ def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: in
                             f"over {n_slices} replicas; change --batch_size")
     streams = {k: tf.constant(v) for k, v in data.streams.items()}
     lengths = tf.constant(data.lengths)
-    onehot = tf.one_hot(tf.constant(data.labels), n_classes)
+    onehot = (tf.one_hot(tf.constant(data.labels), n_classes) if soft_labels is None
+              else tf.constant(np.asarray(soft_labels, dtype=np.float32)))
     rng = np.random.default_rng(seed) if training else None
     balance_labels = data.labels if balanced else None
     mix_rng = (np.random.default_rng([0 if seed is None else seed, 1])

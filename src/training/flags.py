@@ -223,6 +223,12 @@ class RunFlags:
                              "kernels")
     kernel_num: int = flag(5, "adaptation", "number of Gaussian kernels")
     fix_sigma: float = flag(0.0, "adaptation", "fixed kernel bandwidth (0 = from the data)")
+    lmmd_targets: str = flag("model", "adaptation", "where the target class weights of LMMD "
+                             "come from: the adapted model's own predictions, step by step "
+                             "(model, DSAN), or a teacher: a logreg with the label-free C "
+                             "fitted on the same training files, its target predictions fixed "
+                             "through the fit (utterance-level features; no target label is "
+                             "read)", identity="when_set", choices=("model", "teacher"))
     pseudo_label: str = flag("soft", "adaptation", "target class weights of LMMD",
                              choices=("soft", "hard"))
     confidence: float = flag(0.0, "adaptation", "hard pseudo-labels: ignore target "

@@ -85,6 +85,10 @@ def validate(cfg: RunConfig, parser: argparse.ArgumentParser) -> None:
          "from the target's predictions)"),
         (cfg.self_training and cfg.mode != "train-lmmd",
          "--self_training needs --mode train-lmmd (it pseudo-labels the target corpus)"),
+        (cfg.lmmd_targets == "teacher" and (cfg.mode != "train-lmmd" or cfg.da_method != "lmmd"
+                                            or cfg.model != "mlp"),
+         "--lmmd_targets teacher needs --mode train-lmmd --da_method lmmd --model mlp (the "
+         "logreg teacher reads the same utterance-level vectors)"),
         (cfg.st_teacher != "self" and not cfg.self_training,
          "--st_teacher needs --self_training ROUNDS >= 1 (the teacher gives round 1's "
          "pseudo-labels)"),
