@@ -155,6 +155,10 @@ for _source, _target in (("RAVDESS", "EMODB"), ("EMODB", "RAVDESS")):
         *({"name": f"{_direction}-mlp-{method}",
            "args": _args + _MLP_DA + ["--da_method", method, "--lmmd_weight", "1.0"]}
           for method in ("none", "lmmd")),
+        # LMMD's target class weights from the label-free logreg (session 21)
+        {"name": f"{_direction}-mlp-lmmd-teacher",
+         "args": _args + _MLP_DA + ["--da_method", "lmmd", "--lmmd_weight", "1.0",
+                                    "--lmmd_targets", "teacher"]},
     ]
 
 

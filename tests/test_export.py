@@ -294,7 +294,7 @@ _NON_DEFAULT = {"mode": "train-lmmd", "data": "RAVDESS", "feature_type": "FUSION
                 "select_epoch": "label_free", "select_C": "label_free", "mlp_dropout": 0.5,
                 "lr_schedule": "constant", "st_teacher": "logreg",
                 "level_weights": "linear", "init_from": "saved_models/EMODB/MFCC/run-a",
-                "weight_ema": 0.99, "vtlp": "0.9,1.1"}
+                "weight_ema": 0.99, "vtlp": "0.9,1.1", "lmmd_targets": "teacher"}
 # Fields that have no command-line flag (set only by code that builds a RunConfig).
 _WITHOUT_FLAG = {"min_lr"}
 
