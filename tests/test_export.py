@@ -242,7 +242,7 @@ def test_predict_with_shipped_models_on_new_and_real_audio(emodb_features, tmp_p
                                  "RAVDESS-to-EMODB/eGeMAPS", "EMODB-to-RAVDESS/eGeMAPS",
                                  "RAVDESS-to-EMODB/eGeMAPS-selftrain",
                                  "RAVDESS-to-EMODB/GE2E-selftrain",
-                                 "EMODB-to-RAVDESS/GE2E-selftrain"])
+                                 "EMODB-to-RAVDESS/GE2E-selftrain", "RAVDESS-to-EMODB/GE2E-lmmd"])
 def test_shipped_adapted_model_reproduces_its_target_figures(run, tmp_path):
     """Models normalised per corpus (--domain_norm) are tested on the whole target and must
     give its stored figures; models normalised per speaker (--speaker_norm) on two target
