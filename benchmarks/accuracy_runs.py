@@ -67,6 +67,10 @@ ACCURACY_RUNS += [
        "args": _UTT + ["--data", data, "--feature_type", "ComParE", "--model", "logreg",
                        "--protocol", protocol]}
       for data, protocol in (("EMODB", "kfold"), ("RAVDESS", "kfold"), ("RAVDESS", "loso"))),
+    *({"name": f"{data.lower()}-ge2e-mlp-{protocol}",
+       "args": _UTT + ["--data", data, "--feature_type", "GE2E", "--model", "mlp",
+                       "--protocol", protocol]}
+      for data, protocol in (("EMODB", "loso"), ("RAVDESS", "kfold"))),
 ]
 # The MLP's adaptation recipe (DSAN's LMMD weight 1.0 on the 128-d embedding; no label
 # smoothing, whose softened target predictions blur LMMD's class weights: docs/RESULTS.md).
