@@ -164,6 +164,15 @@ for _source, _target in (("RAVDESS", "EMODB"), ("EMODB", "RAVDESS")):
          "args": _args + _MLP_DA + ["--da_method", "lmmd", "--lmmd_weight", "1.0",
                                     "--lmmd_targets", "teacher"]},
     ]
+    _six = [a if a != _FIVE_CLASSES else _SIX_CLASSES for a in _args]
+    ACCURACY_RUNS += [
+        *({"name": f"{_direction}-six-mlp-{method}",
+           "args": _six + _MLP_DA + ["--da_method", method, "--lmmd_weight", "1.0"]}
+          for method in ("none", "lmmd")),
+        {"name": f"{_direction}-six-mlp-lmmd-teacher",
+         "args": _six + _MLP_DA + ["--da_method", "lmmd", "--lmmd_weight", "1.0",
+                                   "--lmmd_targets", "teacher"]},
+    ]
 
 
 # Late fusion of finished runs of this list (src.experiments.late_fusion): "fuses" names them;
