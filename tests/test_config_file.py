@@ -250,6 +250,10 @@ def test_flat_and_nested_files_give_the_same_config(tmp_path):
     (["--weight_decay", "-0.1"], "--weight_decay"),
     (["--mode", "train-lmmd", "--st_teacher", "logreg"], "--st_teacher needs --self_training"),
     (["--mode", "train-lmmd", "--self_training", "1", "--st_teacher", "mlp"], "--st_teacher"),
+    (["--mode", "train-lmmd", "--lmmd_targets", "teacher"], "--lmmd_targets teacher needs"),
+    (["--mode", "train-lmmd", "--model", "mlp", "--da_method", "dann", "--lmmd_targets",
+      "teacher"], "--da_method lmmd"),
+    (["--mode", "train", "--model", "mlp", "--lmmd_targets", "teacher"], "--mode train-lmmd"),
 ])
 def test_bad_self_training_and_weight_decay_flags_are_one_line_errors(args, message, capsys):
     from src.training.validation import validate
