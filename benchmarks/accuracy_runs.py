@@ -156,23 +156,18 @@ for _source, _target in (("RAVDESS", "EMODB"), ("EMODB", "RAVDESS")):
         {"name": f"{_direction}-logreg-labelfree-c-selftrain4",
          "args": _args + ["--model", "logreg", "--da_method", "none", "--select_C",
                           "label_free", "--self_training", "4"]},
-        *({"name": f"{_direction}-mlp-{method}",
-           "args": _args + _MLP_DA + ["--da_method", method, "--lmmd_weight", "1.0"]}
-          for method in ("none", "lmmd")),
-        # LMMD's target class weights from the label-free logreg (session 21)
-        {"name": f"{_direction}-mlp-lmmd-teacher",
-         "args": _args + _MLP_DA + ["--da_method", "lmmd", "--lmmd_weight", "1.0",
-                                    "--lmmd_targets", "teacher"]},
     ]
     _six = [a if a != _FIVE_CLASSES else _SIX_CLASSES for a in _args]
-    ACCURACY_RUNS += [
-        *({"name": f"{_direction}-six-mlp-{method}",
-           "args": _six + _MLP_DA + ["--da_method", method, "--lmmd_weight", "1.0"]}
-          for method in ("none", "lmmd")),
-        {"name": f"{_direction}-six-mlp-lmmd-teacher",
-         "args": _six + _MLP_DA + ["--da_method", "lmmd", "--lmmd_weight", "1.0",
-                                   "--lmmd_targets", "teacher"]},
-    ]
+    for _classes, _class_args in (("", _args), ("-six", _six)):
+        ACCURACY_RUNS += [
+            *({"name": f"{_direction}{_classes}-mlp-{method}",
+               "args": _class_args + _MLP_DA + ["--da_method", method, "--lmmd_weight", "1.0"]}
+              for method in ("none", "lmmd")),
+            # LMMD's target class weights from the label-free logreg (session 21)
+            {"name": f"{_direction}{_classes}-mlp-lmmd-teacher",
+             "args": _class_args + _MLP_DA + ["--da_method", "lmmd", "--lmmd_weight", "1.0",
+                                              "--lmmd_targets", "teacher"]},
+        ]
 
 
 # Late fusion of finished runs of this list (src.experiments.late_fusion): "fuses" names them;

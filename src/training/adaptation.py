@@ -246,14 +246,18 @@ def train_adapted_fold(source: SERData, target: SERData, fold: int, train_idx, t
     return result
 
 
+def linear_teacher_config(cfg: RunConfig, model: str) -> RunConfig:
+    """The run's configuration for a scikit-learn teacher `model` (logreg | svm) with the
+    label-free C and no domain term."""
+    return RunConfig.from_dict({**cfg.to_dict(), "model": model, "da_method": "none",
+                                "select_C": "label_free"})
+
+
 def teacher_config(cfg: RunConfig) -> RunConfig:
     """The configuration of the fold's first fit: the run's own, or with --st_teacher
     logreg|svm that classifier with the label-free C and no domain term (its predictions give
     the first round of pseudo-labels)."""
-    if cfg.st_teacher == "self":
-        return cfg
-    return RunConfig.from_dict({**cfg.to_dict(), "model": cfg.st_teacher, "da_method": "none",
-                                "select_C": "label_free"})
+    return cfg if cfg.st_teacher == "self" else linear_teacher_config(cfg, cfg.st_teacher)
 
 
 def _fit_fold(cfg: RunConfig, train: SERData, val: SERData | None, target: SERData, seed: int,
@@ -285,10 +289,7 @@ def lmmd_teacher_probs(cfg: RunConfig, train: SERData, target: SERData, seed: in
                        fold: int) -> np.ndarray:
     """`--lmmd_targets teacher`: (N_target, C) probabilities of a logreg with the label-free C
     fitted on `train` (the target's labels are never read)."""
-    teacher = make_estimator(RunConfig.from_dict({**cfg.to_dict(), "model": "logreg",
-                                                  "da_method": "none", "lmmd_targets": "model",
-                                                  "select_C": "label_free"}),
-                             train.class_names)
+    teacher = make_estimator(linear_teacher_config(cfg, "logreg"), train.class_names)
     chosen = teacher.fit_label_free(train, target, seed)["selected_C"]
     log.info("fold %d: LMMD target weights from a logreg teacher (label-free C %g)", fold,
              chosen)

@@ -360,8 +360,8 @@ def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: in
                             f"over {n_slices} replicas; change --batch_size")
     streams = {k: tf.constant(v) for k, v in data.streams.items()}
     lengths = tf.constant(data.lengths)
-    onehot = (tf.one_hot(tf.constant(data.labels), n_classes) if soft_labels is None
-              else tf.constant(np.asarray(soft_labels, dtype=np.float32)))
+    label_rows = (tf.one_hot(tf.constant(data.labels), n_classes) if soft_labels is None
+                  else tf.constant(np.asarray(soft_labels, dtype=np.float32)))
     rng = np.random.default_rng(seed) if training else None
     balance_labels = data.labels if balanced else None
     mix_rng = (np.random.default_rng([0 if seed is None else seed, 1])
@@ -383,7 +383,7 @@ def make_dataset(data: SERData, batch_size: int, seed: int | None, n_classes: in
     def gather(index, t):
         inputs = {k: tf.gather(v, index)[:, :t] for k, v in streams.items()}
         inputs[LENGTH_INPUT] = tf.gather(lengths, index)
-        return inputs, tf.gather(onehot, index)
+        return inputs, tf.gather(label_rows, index)
 
     utterance = set(data.utterance_streams)
     first_stream = next((k for k in streams if k not in utterance), next(iter(streams)))
